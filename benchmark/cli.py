@@ -1,0 +1,165 @@
+"""The ``compressbench`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from benchmark import __version__
+from benchmark.errors import CompressBenchError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("benchmark")
+
+# Modules that add subcommands with an ``add_commands(subparsers)`` function.
+_COMMAND_MODULES = ("benchmark.measure.device_cli", "benchmark.search_cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="compressbench",
+        description="Benchmark neural-network compression methods under identical budgets.",
+    )
+    parser.add_argument("--version", action="version", version=f"compressbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a suite and write its rows and tables")
+    run.add_argument("suite", help="a built-in suite name (see 'compressbench list') or a path to a .toml file")
+    run.add_argument("--quick", action="store_true", help="tiny budget, one seed, first sweep value: a smoke test")
+    run.add_argument("--resume", action="store_true", help="skip runs whose rows already exist")
+    run.add_argument("--retry-failed", action="store_true", help="with --resume, rerun runs recorded as failed")
+    run.add_argument(
+        "--output", type=Path, default=None,
+        help="results folder (default: results/SUITE, or runs/quick/SUITE with --quick)",
+    )
+    run.add_argument("--threads", type=int, default=None, help="torch intra-op threads; overrides the suite")
+    run.add_argument("--no-progress", action="store_true", help="hide the per-epoch progress bars")
+    run.add_argument("--dry-run", action="store_true", help="validate the suite and list its runs only")
+    run.set_defaults(func=_cmd_run)
+
+    report = commands.add_parser("report", help="write tables from a results folder")
+    report.add_argument("results", type=Path, help="a results folder, e.g. results/default")
+    report.add_argument("--output", type=Path, default=None, help="where to write (default: RESULTS/report)")
+    report.set_defaults(func=_cmd_report)
+
+    listing = commands.add_parser("list", help="list tasks, methods, devices and built-in suites")
+    listing.set_defaults(func=_cmd_list)
+
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        module.add_commands(commands)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.config import load_suite
+    from benchmark.report import write_report
+    from benchmark.runner import SuiteRunner, default_output, expand_suite
+
+    suite = load_suite(args.suite, quick=args.quick)
+    training = suite.training
+    if args.threads is not None:
+        training = dataclasses.replace(training, threads=args.threads)
+    if args.no_progress:
+        training = dataclasses.replace(training, progress=False)
+    suite = dataclasses.replace(suite, training=training)
+    output = args.output or default_output(suite)
+
+    runner = SuiteRunner(suite, output, resume=args.resume, retry_failed=args.retry_failed)
+    tasks = runner.tasks_available()
+    runs = [run for run in expand_suite(suite) if run.task in tasks]
+    logger.info(
+        "suite %s: %d runs (%d tasks, %d method entries, %d seeds), budget %s, output %s",
+        suite.name, len(runs), len(tasks), len(suite.methods), len(suite.seeds), suite.budget.as_dict(), output,
+    )
+    if args.dry_run:
+        for run in runs:
+            print(f"{run.task.name}\t{run.build_method().label()}\tseed {run.seed}")
+        return 0
+
+    counts = runner.run(runs)
+    paths = write_report(output)
+    print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped; rows in {output / 'rows'}")
+    for path in paths:
+        if path.suffix == ".md":
+            print(f"table: {path}")
+    return 1 if counts["failed"] else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from benchmark.report import write_report
+
+    if not (args.results / "rows").is_dir():
+        raise CompressBenchError(f"{args.results} has no rows/ folder; run a suite first with 'compressbench run'")
+    for path in write_report(args.results, args.output):
+        print(path)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.config import SUITES_DIR
+    from benchmark.tasks.registry import DATASETS, TASKS
+    from methods.registry import LOAD_FAILURES, load_methods
+
+    print("Tasks:")
+    for task in TASKS.values():
+        print(f"  {task.name:<24} {task.model} on {DATASETS[task.dataset].description} ({task.metric})")
+
+    print("\nMethods:")
+    for name, method_cls in load_methods().items():
+        ok, why = method_cls.available()
+        status = "" if ok else f"  [unavailable: {why}]"
+        print(f"  {name:<24} {method_cls.family.value:<13} {method_cls.summary}{status}")
+    for name, why in LOAD_FAILURES.items():
+        print(f"  {name:<24} [plugin failed to load: {why}]")
+
+    print("\nDevices:")
+    try:
+        from benchmark.measure.devices import describe_devices
+    except ImportError:
+        print("  local                    the host CPU")
+    else:
+        for line in describe_devices():
+            print(f"  {line}")
+
+    print("\nSuites:")
+    for path in sorted(SUITES_DIR.glob("*.toml")):
+        print(f"  {path.stem}")
+    return 0
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        with logging_redirect_tqdm():
+            return int(args.func(args) or 0)
+    except CompressBenchError as error:
+        print(f"compressbench: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Measurements of result models: complexity, ONNX export and parity, and profiling."""
