@@ -130,7 +130,8 @@ class Harness:
         self.history: list[dict[str, Any]] = []
         self.test_reads = 0
         self._references = references or {}
-        self._dense_charged = False
+        # Keys of the dense checkpoints whose epochs this run has been charged for.
+        self._charged_checkpoints: set[str] = set()
         self._data_on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._hooks = {
             hook: method.overrides(hook) for hook in ("loss", "penalty", "after_step", "after_epoch")
@@ -149,15 +150,13 @@ class Harness:
 
         if method.start_from == "dense":
             model = self.dense_model(ctx)
-            main_epochs = 0
         elif method.start_from == "scratch":
             model = self.task.build_model().to(self.device)
-            main_epochs = self.budget.epochs - (self.budget.finetune_epochs if method.uses_finetune else 0)
         else:
             raise ConfigError(f"method {method.name!r} has start_from = {method.start_from!r}; expected 'scratch' or 'dense'")
 
         model = method.before_training(model, ctx).to(self.device)
-        model = self.train_phase(model, main_epochs, "main", ctx, checkpoint=method.main_checkpoint)
+        model = self.train_phase(model, self._main_epochs(), "main", ctx, checkpoint=method.main_checkpoint)
         model = method.after_training(model, ctx).to(self.device)
 
         ctx.phase = "finetune"
@@ -166,6 +165,17 @@ class Harness:
         model = self.train_phase(model, finetune_epochs, "finetune", ctx)
         model = method.after_finetune(model, ctx).to(self.device)
         return RunOutcome(model, ctx, self.history, time.perf_counter() - started)
+
+    def _main_epochs(self) -> int:
+        """Return the main-phase epochs: what before_training left, less the fine-tuning epochs.
+
+        Methods that start from the dense checkpoint have no main phase. A scratch method
+        whose before_training charged epochs (a distillation teacher) gets that much less.
+        """
+        if self.method.start_from == "dense":
+            return 0
+        reserved = self.budget.finetune_epochs if self.method.uses_finetune else 0
+        return int(math.floor(self.ledger.epochs_left + 1e-9)) - reserved
 
     def new_context(self) -> RunContext:
         return RunContext(
@@ -344,39 +354,53 @@ class Harness:
         determines it, and a file lock lets concurrent workers train it only once. Its
         epochs are charged to every run that uses it, once per run.
         """
-        key = self._dense_key()
+        return self._cached_dense_model(self.budget.pretrain_epochs, "pretrain")
+
+    def teacher_model(self, ctx: RunContext, epochs: int) -> nn.Module:
+        """Return the task's dense model trained for ``epochs`` epochs, as a distillation teacher.
+
+        Teachers share the cache of :meth:`dense_model`, so a teacher trained for the
+        pre-training epochs is the shared dense checkpoint itself. Its epochs are charged to
+        this run once, as ``"teacher"``, unless the run has already paid for that checkpoint.
+        """
+        return self._cached_dense_model(epochs, "teacher")
+
+    def _cached_dense_model(self, epochs: int, kind: str) -> nn.Module:
+        if epochs < 1:
+            raise ConfigError(f"a dense checkpoint needs at least 1 training epoch, got {epochs}")
+        key = self._dense_key(epochs)
+        if key not in self._charged_checkpoints:
+            self.ledger.charge_epochs(epochs, kind)
+            self._charged_checkpoints.add(key)
+
         path = self.cache_dir / "dense" / f"{key}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(path.with_suffix(".lock")):
             if not path.exists():
-                self._train_dense_checkpoint(path)
-        if not self._dense_charged:
-            self.ledger.charge_epochs(self.budget.pretrain_epochs, "pretrain")
-            self._dense_charged = True
+                self._train_dense_checkpoint(path, epochs)
         model = self.task.build_model()
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         # Training the checkpoint reseeds the generators; reseeding here makes what follows
         # identical whether the checkpoint was cached or trained just now.
         seed_everything(self.seed + 1)
-        logger.info("loaded dense checkpoint %s (%d pre-training epochs)", path.name, self.budget.pretrain_epochs)
+        logger.info("loaded dense checkpoint %s (%d epochs, charged as %s)", path.name, epochs, kind)
         return model.to(self.device)
 
-    def _dense_key(self) -> str:
+    def _dense_key(self, epochs: int) -> str:
         identity = {
             "task": self.task.spec.identity(),
             "training": self.training.identity(),
             "seed": self.seed,
-            "epochs": self.budget.pretrain_epochs,
+            "epochs": epochs,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
-    def _train_dense_checkpoint(self, path: Path) -> None:
+    def _train_dense_checkpoint(self, path: Path, epochs: int) -> None:
         from methods.dense import Dense
 
-        logger.info("training the shared dense checkpoint for %d epochs", self.budget.pretrain_epochs)
-        pretrain_budget = Budget(epochs=self.budget.pretrain_epochs)
+        logger.info("training a dense checkpoint for %d epochs", epochs)
         harness = Harness(
-            self.task, Dense(), pretrain_budget, self.training, self.seed, self.workdir, self.cache_dir
+            self.task, Dense(), Budget(epochs=epochs), self.training, self.seed, self.workdir, self.cache_dir
         )
         outcome = harness.run()
         partial = path.with_name(path.name + ".partial")

@@ -141,6 +141,15 @@ class RunContext:
         """Return a copy of the shared dense model, charging its epochs to this run once."""
         return self._harness.dense_model(self)
 
+    def teacher_model(self, epochs: int) -> nn.Module:
+        """Return the task's dense model trained for ``epochs`` epochs, as a distillation teacher.
+
+        Cached like :meth:`dense_model`, per task, training settings, seed and epochs. Its
+        epochs are charged to this run once, as ``"teacher"``, unless the run already paid
+        for the same checkpoint as its start weights.
+        """
+        return self._harness.teacher_model(self, epochs)
+
     def build_model(self, **model_options: Any) -> nn.Module:
         """Build a freshly initialised model of the task's family, e.g. with other widths."""
         return self._harness.build_model(**model_options)
