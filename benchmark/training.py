@@ -43,14 +43,14 @@ class TrainingConfig:
     """Optimiser and loop settings shared by every method of a suite."""
 
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
-    lr: float = 0.05  # learning rate of the main phase
+    lr: float = 0.01  # learning rate of the main phase (Caffe LeNet-5 uses 0.01)
     momentum: float = 0.9  # SGD momentum; ignored by Adam
     weight_decay: float = 0.0  # decoupled from method penalties; 0 keeps regularisers comparable
     batch_size: int = 64
     schedule: str = "cosine"  # per-epoch schedule of each phase: constant, cosine or step
     step_size: int = 10  # epochs between decays of the step schedule
     gamma: float = 0.1  # decay factor of the step schedule
-    finetune_lr: float = 0.005  # learning rate of fine-tuning phases
+    finetune_lr: float = 0.001  # learning rate of fine-tuning phases
     eval_batch_size: int = 1000
     threads: int = 0  # torch intra-op threads; 0 keeps PyTorch's default
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
