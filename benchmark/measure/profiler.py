@@ -81,10 +81,7 @@ ARM_PARTS = {
 
 
 class ProfilerError(Exception):
-    """Invalid configuration or input files; the message says which value and what to do."""
-
-
-# ---------------------------------------------------------------- configuration
+    """Invalid configuration or input files; the message names the value and the fix."""
 
 
 def load_config(argv: list[str] | None = None) -> dict:
@@ -99,7 +96,9 @@ def load_config(argv: list[str] | None = None) -> dict:
             raise ProfilerError(f"cannot read config file {args.config!r}: {err}") from err
         unknown = sorted(set(from_file) - set(DEFAULTS))
         if unknown:
-            raise ProfilerError(f"unknown config keys {unknown}; expected keys from {sorted(DEFAULTS)}")
+            raise ProfilerError(
+                f"unknown config keys {unknown}; expected keys from {sorted(DEFAULTS)}"
+            )
         config.update(from_file)
     for key, value in vars(args).items():
         if key != "config" and value is not None:
@@ -109,21 +108,35 @@ def load_config(argv: list[str] | None = None) -> dict:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Profile ONNX models with ONNX Runtime; prints JSON.")
+    parser = argparse.ArgumentParser(
+        description="Profile ONNX models with ONNX Runtime; prints JSON."
+    )
     parser.add_argument("--config", help="JSON file with any of the keys below")
     parser.add_argument("--model", help="ONNX model to profile")
-    parser.add_argument("--reference", help="ONNX model to pair against (for example the dense one)")
-    parser.add_argument("--floor-model", dest="floor_model", help="trivial ONNX model for the per-call floor")
-    parser.add_argument("--threads", type=_int_list, help="comma-separated intra-op thread counts, e.g. 1,2,4")
+    parser.add_argument(
+        "--reference", help="ONNX model to pair against (for example the dense one)"
+    )
+    parser.add_argument(
+        "--floor-model", dest="floor_model", help="trivial ONNX model for the per-call floor"
+    )
+    parser.add_argument(
+        "--threads", type=_int_list, help="comma-separated intra-op thread counts, e.g. 1,2,4"
+    )
     parser.add_argument("--inter-op-threads", dest="inter_op_threads", type=int)
-    parser.add_argument("--graph-optimization", dest="graph_optimization", choices=GRAPH_OPTIMIZATION_NAMES)
+    parser.add_argument(
+        "--graph-optimization", dest="graph_optimization", choices=GRAPH_OPTIMIZATION_NAMES
+    )
     parser.add_argument("--warmup-runs", dest="warmup_runs", type=int)
     parser.add_argument("--warmup-seconds", dest="warmup_seconds", type=float)
     parser.add_argument("--min-queries", dest="min_queries", type=int)
     parser.add_argument("--min-seconds", dest="min_seconds", type=float)
-    parser.add_argument("--top-operators", dest="top_operators", type=int, help="0 disables the operator profile")
+    parser.add_argument(
+        "--top-operators", dest="top_operators", type=int, help="0 disables the operator profile"
+    )
     parser.add_argument("--profile-runs", dest="profile_runs", type=int)
-    parser.add_argument("--batch-size", dest="batch_size", type=int, help="value for symbolic input dimensions")
+    parser.add_argument(
+        "--batch-size", dest="batch_size", type=int, help="value for symbolic input dimensions"
+    )
     return parser.parse_args(argv)
 
 
@@ -131,7 +144,9 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from err
 
 
 def _validate(config: dict) -> None:
@@ -143,7 +158,9 @@ def _validate(config: dict) -> None:
             raise ProfilerError(f"{key} file {path!r} not found")
     threads = config["threads"]
     if not threads or any(not isinstance(t, int) or t < 1 for t in threads):
-        raise ProfilerError(f"threads must be a non-empty list of positive integers, got {threads!r}")
+        raise ProfilerError(
+            f"threads must be a non-empty list of positive integers, got {threads!r}"
+        )
     if config["graph_optimization"] not in GRAPH_OPTIMIZATION_NAMES:
         raise ProfilerError(
             f"graph_optimization {config['graph_optimization']!r} is invalid; expected one of "
@@ -156,10 +173,9 @@ def _validate(config: dict) -> None:
         if not isinstance(config[key], (int, float)) or config[key] < 0:
             raise ProfilerError(f"{key} must be a number of seconds >= 0, got {config[key]!r}")
     if not isinstance(config["top_operators"], int) or config["top_operators"] < 0:
-        raise ProfilerError(f"top_operators must be an integer >= 0, got {config['top_operators']!r}")
-
-
-# ---------------------------------------------------------------- sessions and inputs
+        raise ProfilerError(
+            f"top_operators must be an integer >= 0, got {config['top_operators']!r}"
+        )
 
 
 def make_session(path: str, config: dict, threads: int, profile_prefix: str | None = None):
@@ -196,16 +212,24 @@ _NUMPY_TYPES = {
 }
 
 
-def random_feed(session, batch_size: int, seed: int) -> dict:
-    """Build random inputs for every model input; symbolic dimensions become ``batch_size``."""
+def random_feed(session, batch_size: int, seed: int, force_batch: bool = False) -> dict:
+    """Build random inputs for every model input; symbolic dimensions become ``batch_size``.
+
+    With ``force_batch`` the first dimension is ``batch_size`` even where the model fixes it,
+    which is how a batch-size check finds a model whose batch axis is not dynamic.
+    """
     import numpy as np
 
     rng = np.random.default_rng(seed)
     feed = {}
     for meta in session.get_inputs():
         if meta.type not in _NUMPY_TYPES:
-            raise ProfilerError(f"input {meta.name!r} has unsupported type {meta.type}; expected a numeric tensor")
+            raise ProfilerError(
+                f"input {meta.name!r} has unsupported type {meta.type}; expected a numeric tensor"
+            )
         shape = [dim if isinstance(dim, int) and dim > 0 else batch_size for dim in meta.shape]
+        if force_batch and shape:
+            shape[0] = batch_size
         dtype = np.dtype(_NUMPY_TYPES[meta.type])
         if dtype.kind == "f":
             feed[meta.name] = rng.standard_normal(shape).astype(dtype)
@@ -214,9 +238,6 @@ def random_feed(session, batch_size: int, seed: int) -> dict:
         else:
             feed[meta.name] = rng.integers(0, 8, shape).astype(dtype)
     return feed
-
-
-# ---------------------------------------------------------------- timing
 
 
 def _timed_run(session, feed: dict) -> int:
@@ -240,7 +261,9 @@ def time_single(session, feed: dict, config: dict) -> list[int]:
     """Time queries until at least ``min_queries`` ran and ``min_seconds`` passed; return ns."""
     samples = []
     start = time.perf_counter()
-    while len(samples) < config["min_queries"] or time.perf_counter() - start < config["min_seconds"]:
+    while (
+        len(samples) < config["min_queries"] or time.perf_counter() - start < config["min_seconds"]
+    ):
         samples.append(_timed_run(session, feed))
     return samples
 
@@ -253,7 +276,9 @@ def time_paired(model: tuple, reference: tuple, config: dict) -> tuple[list[int]
     """
     model_ns, reference_ns = [], []
     start = time.perf_counter()
-    while len(model_ns) < config["min_queries"] or time.perf_counter() - start < config["min_seconds"]:
+    while (
+        len(model_ns) < config["min_queries"] or time.perf_counter() - start < config["min_seconds"]
+    ):
         if len(model_ns) % 2 == 0:
             model_ns.append(_timed_run(*model))
             reference_ns.append(_timed_run(*reference))
@@ -299,3 +324,287 @@ def ratio_stats(model_ns: list[int], reference_ns: list[int]) -> dict:
         "p90": p90,
         "iqr": p75 - p25,
     }
+
+
+def operator_profile(path: str, config: dict, threads: int, workdir: str) -> dict:
+    """Profile ``profile_runs`` queries with ONNX Runtime's profiler and keep the top operators.
+
+    The first run after the session starts is a warm-up and is left out. Node times are summed
+    per node over the remaining runs and divided by their number, so ``mean_us`` is the time
+    per query. ``share`` is the fraction of the summed kernel time of all nodes.
+    """
+    session = make_session(
+        path, config, threads, profile_prefix=os.path.join(workdir, f"ort_profile_t{threads}")
+    )
+    feed = random_feed(session, config["batch_size"], config["seed"])
+    session.run(None, feed)
+    for _ in range(config["profile_runs"]):
+        session.run(None, feed)
+    trace_path = session.end_profiling()
+    try:
+        with open(trace_path, encoding="utf-8") as handle:
+            events = json.load(handle)
+    finally:
+        os.remove(trace_path)
+    return summarise_trace(events, config["profile_runs"], config["top_operators"])
+
+
+def summarise_trace(events: list, runs: int, top: int) -> dict:
+    """Reduce ORT trace events to the ``top`` nodes by kernel time, skipping the first run."""
+    run_events = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    first_run_end = run_events[0]["ts"] + run_events[0]["dur"] if run_events else -1
+    per_node: dict[str, dict] = {}
+    for event in events:
+        name = event.get("name", "")
+        if (
+            event.get("cat") != "Node"
+            or not name.endswith("_kernel_time")
+            or event["ts"] <= first_run_end
+        ):
+            continue
+        node = name[: -len("_kernel_time")]
+        entry = per_node.setdefault(
+            node,
+            {"node": node, "op_type": event.get("args", {}).get("op_name", "?"), "total_us": 0.0},
+        )
+        entry["total_us"] += float(event.get("dur", 0))
+    total = sum(entry["total_us"] for entry in per_node.values())
+    ranked = sorted(per_node.values(), key=lambda entry: entry["total_us"], reverse=True)[:top]
+    operators = [
+        {
+            "node": entry["node"],
+            "op_type": entry["op_type"],
+            "mean_us": entry["total_us"] / runs,
+            "share": entry["total_us"] / total if total > 0 else 0.0,
+        }
+        for entry in ranked
+    ]
+    return {
+        "runs": runs,
+        "nodes": len(per_node),
+        "kernel_us_per_run": total / runs,
+        "operators": operators,
+    }
+
+
+def _load_arrays(path: str, names: list[str], role: str) -> dict:
+    """Load ``.npy`` (one array, bound to the first name) or ``.npz`` (arrays keyed by name)."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise ProfilerError(f"parity {role} file {path!r} not found")
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        return {names[0]: loaded}
+    arrays = {key: loaded[key] for key in loaded.files}
+    if len(arrays) == 1 and names[0] not in arrays:
+        return {names[0]: next(iter(arrays.values()))}
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise ProfilerError(
+            f"parity {role} file {path!r} lacks arrays {missing}; it contains {sorted(arrays)}"
+        )
+    return arrays
+
+
+def run_batched(session, inputs: dict) -> list:
+    """Run ``inputs`` through ``session`` in chunks that fit a fixed batch dimension, if any."""
+    import numpy as np
+
+    first = session.get_inputs()[0]
+    total = len(next(iter(inputs.values())))
+    fixed = (
+        first.shape[0]
+        if first.shape and isinstance(first.shape[0], int) and first.shape[0] > 0
+        else None
+    )
+    step = fixed or total
+    if total % step:
+        raise ProfilerError(
+            f"parity inputs have {total} samples, not a multiple of the model's fixed batch "
+            f"size {step}"
+        )
+    chunks = [
+        session.run(None, {k: v[i : i + step] for k, v in inputs.items()})
+        for i in range(0, total, step)
+    ]
+    return [np.concatenate([chunk[j] for chunk in chunks]) for j in range(len(chunks[0]))]
+
+
+def parity_check(path: str, config: dict) -> dict:
+    """Compare the model's outputs on the parity inputs with the expected outputs (max abs diff)."""
+    import numpy as np
+
+    spec = config["parity"]
+    session = make_session(path, config, threads=1)
+    input_names = [meta.name for meta in session.get_inputs()]
+    output_names = [meta.name for meta in session.get_outputs()]
+    inputs = _load_arrays(spec["inputs"], input_names, "inputs")
+    expected = _load_arrays(spec["expected"], output_names, "expected")
+    results = run_batched(session, {name: inputs[name] for name in input_names})
+    outputs = dict(zip(output_names, results, strict=True))
+    atol = float(spec.get("atol", 1e-4))
+    diffs = {}
+    for name, want in expected.items():
+        got = outputs[name]
+        if got.shape != want.shape:
+            raise ProfilerError(
+                f"parity output {name!r} has shape {list(got.shape)}, expected {list(want.shape)}"
+            )
+        diffs[name] = (
+            float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+            if want.size
+            else 0.0
+        )
+    max_diff = max(diffs.values()) if diffs else 0.0
+    return {
+        "max_abs_diff": max_diff,
+        "atol": atol,
+        "passed": bool(max_diff <= atol),
+        "per_output": diffs,
+    }
+
+
+def batch_check(path: str, config: dict) -> dict:
+    """Run the model once at each batch size in ``batch_check``; report output shapes or errors."""
+    results = {}
+    session = make_session(path, config, threads=1)
+    for batch in config["batch_check"]:
+        try:
+            outputs = session.run(
+                None, random_feed(session, batch, config["seed"], force_batch=True)
+            )
+            results[str(batch)] = {
+                "ok": True,
+                "output_shapes": [list(out.shape) for out in outputs],
+            }
+        except Exception as err:  # onnxruntime raises several exception types for shape errors
+            results[str(batch)] = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+    return results
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def cpu_info() -> dict:
+    """Describe the CPU from /proc/cpuinfo where it exists, naming Arm cores by MIDR part."""
+    info = {
+        "logical_cpus": os.cpu_count(),
+        "model_name": None,
+        "core": None,
+        "implementer": None,
+        "part": None,
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if key == "model name" and info["model_name"] is None:
+            info["model_name"] = value
+        elif key == "cpu implementer" and info["implementer"] is None:
+            info["implementer"] = value
+        elif key == "cpu part" and info["part"] is None:
+            info["part"] = value
+    if info["implementer"] == "0x41":
+        info["core"] = ARM_PARTS.get(info["part"])
+    return info
+
+
+def environment(config: dict) -> dict:
+    """Record the versions, provider and platform that the figures were measured with."""
+    import numpy as np
+    import onnxruntime as ort
+
+    return {
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "execution_provider": config["provider"],
+        "available_providers": ort.get_available_providers(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_info(),
+    }
+
+
+def profile_threads(config: dict, threads: int, workdir: str) -> dict:
+    """Measure the model (paired with any reference) and the floor at one thread count."""
+    model = make_session(config["model"], config, threads)
+    model_run = (model, random_feed(model, config["batch_size"], config["seed"]))
+    result: dict = {"intra_op_threads": threads, "inter_op_threads": config["inter_op_threads"]}
+
+    if config["reference"] is None:
+        result["warmup_rounds"] = warm_up([model_run], config)
+        result["latency"] = latency_stats(time_single(*model_run, config))
+    else:
+        reference = make_session(config["reference"], config, threads)
+        reference_run = (reference, random_feed(reference, config["batch_size"], config["seed"]))
+        result["warmup_rounds"] = warm_up([model_run, reference_run], config)
+        model_ns, reference_ns = time_paired(model_run, reference_run, config)
+        result["latency"] = latency_stats(model_ns)
+        result["reference_latency"] = latency_stats(reference_ns)
+        result["speedup"] = ratio_stats(model_ns, reference_ns)
+        del reference, reference_run
+
+    if config["floor_model"] is not None:
+        floor = make_session(config["floor_model"], config, threads)
+        floor_run = (floor, random_feed(floor, config["batch_size"], config["seed"]))
+        warm_up([floor_run], config)
+        result["floor"] = latency_stats(time_single(*floor_run, config))
+
+    if config["top_operators"] > 0:
+        result["operators"] = operator_profile(config["model"], config, threads, workdir)
+    return result
+
+
+def profile(config: dict) -> dict:
+    """Run the whole protocol described in the module docstring and return the JSON document."""
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "labels": config["labels"],
+        "environment": environment(config),
+        "settings": {key: config[key] for key in DEFAULTS if key not in ("labels", "parity")},
+        "model_size_bytes": os.path.getsize(config["model"]),
+    }
+    if config["reference"] is not None:
+        report["reference_size_bytes"] = os.path.getsize(config["reference"])
+    if config["parity"]:
+        report["parity"] = parity_check(config["model"], config)
+    if config["batch_check"]:
+        report["batch_check"] = batch_check(config["model"], config)
+
+    report["threads"] = {}
+    with tempfile.TemporaryDirectory(prefix="compressbench-profile-") as workdir:
+        for threads in config["threads"]:
+            report["threads"][str(threads)] = profile_threads(config, threads, workdir)
+    report["peak_rss_bytes"] = peak_rss_bytes()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        import numpy  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as err:
+        print(f"profiler: {sys.executable} cannot import {err.name or err}", file=sys.stderr)
+        return EXIT_MISSING_PACKAGE
+    try:
+        config = load_config(argv)
+        report = profile(config)
+    except ProfilerError as err:
+        print(f"profiler: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    json.dump(report, sys.stdout, indent=1, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
