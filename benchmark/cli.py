@@ -44,13 +44,42 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide the per-epoch progress bars")
     run.add_argument("--dry-run", action="store_true", help="validate the suite and list its runs only")
     run.add_argument(
+        "--executor", choices=("local", "processes", "ray"), default="local",
+        help="where runs train: in this process (default), in local worker processes, or on a Ray cluster",
+    )
+    run.add_argument("--workers", type=int, default=2, help="worker processes for --executor processes")
+    run.add_argument("--address", default=None, help="Ray cluster address for --executor ray (default: auto)")
+    run.add_argument(
+        "--max-retries", type=int, default=2, help="retries of a run whose worker process or node died"
+    )
+    run.add_argument("--gpus", type=float, default=0.0, help="GPUs each Ray task requests")
+    run.add_argument(
         "--strict", action="store_true", help="exit with status 1 when any run is recorded as failed"
     )
     run.set_defaults(func=_cmd_run)
 
-    report = commands.add_parser("report", help="write tables from a results folder")
-    report.add_argument("results", type=Path, help="a results folder, e.g. results/default")
+    report = commands.add_parser("report", help="write tables, figures and an HTML page from results")
+    report.add_argument(
+        "results", type=Path,
+        help="a results folder such as results/default, or with --all a folder of them such as results/",
+    )
+    report.add_argument(
+        "--all", action="store_true", dest="all_folders",
+        help="report every results folder under RESULTS into FOLDER/report and write RESULTS/README.md",
+    )
     report.add_argument("--output", type=Path, default=None, help="where to write (default: RESULTS/report)")
+    report.add_argument(
+        "--format", action="append", dest="formats", default=None, metavar="FORMAT",
+        help="write only this format, one of md, csv, tex, html, figures; repeat for several (default: all)",
+    )
+    report.add_argument(
+        "--figure-format", action="append", dest="figure_formats", default=None, metavar="EXT",
+        help="figure file type such as png, svg or pdf; repeat for several (default: png and svg)",
+    )
+    report.add_argument(
+        "--roofline-core", default="cortex-a72",
+        help="Arm core whose roofline bound is drawn for devices that name no core; 'none' draws none",
+    )
     report.set_defaults(func=_cmd_report)
 
     listing = commands.add_parser("list", help="list tasks, methods, devices and built-in suites")
@@ -69,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.config import load_suite
+    from benchmark.executors import make_executor
     from benchmark.report import write_report
     from benchmark.runner import SuiteRunner, default_output, expand_suite
 
@@ -81,7 +111,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     suite = dataclasses.replace(suite, training=training)
     output = args.output or default_output(suite)
 
-    runner = SuiteRunner(suite, output, resume=args.resume, retry_failed=args.retry_failed)
+    executor = None
+    if not args.dry_run:
+        executor = make_executor(args.executor, args.workers, args.address, args.max_retries, args.gpus)
+    runner = SuiteRunner(suite, output, resume=args.resume, retry_failed=args.retry_failed, executor=executor)
     tasks = runner.tasks_available()
     runs = [run for run in expand_suite(suite) if run.task in tasks]
     logger.info(
@@ -103,11 +136,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from benchmark.report import write_report
+    from benchmark.report import write_all, write_report
 
-    if not (args.results / "rows").is_dir():
-        raise CompressBenchError(f"{args.results} has no rows/ folder; run a suite first with 'compressbench run'")
-    for path in write_report(args.results, args.output):
+    options: dict = {"reference_core": None if args.roofline_core.lower() == "none" else args.roofline_core}
+    if args.formats:
+        options["formats"] = args.formats
+    if args.figure_formats:
+        options["figure_formats"] = args.figure_formats
+
+    if args.all_folders:
+        if args.output is not None:
+            raise CompressBenchError("--output cannot be combined with --all: each folder's report goes to FOLDER/report")
+        paths = write_all(args.results, **options)
+    else:
+        if not (args.results / "rows").is_dir():
+            raise CompressBenchError(
+                f"{args.results} has no rows/ folder; run a suite first with 'compressbench run', "
+                "or pass --all for a folder of results folders"
+            )
+        paths = write_report(args.results, args.output, **options)
+    for path in paths:
         print(path)
     return 0
 

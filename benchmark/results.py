@@ -7,6 +7,7 @@ never touches the rows already written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -147,6 +148,7 @@ def capture_environment(threads: int | None = None) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -157,6 +159,7 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+@functools.lru_cache(maxsize=1)
 def _git_commit() -> str | None:
     source = Path(__file__).resolve().parent
     try:

@@ -18,17 +18,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from benchmark.config import MethodEntry, Suite
 from benchmark.errors import CompressBenchError, ConfigError, DataError
 from benchmark.evaluation import evaluate_outcome
+from benchmark.executors import Executor, LocalExecutor
 from benchmark.results import SCHEMA_VERSION, STATUS_FAILED, STATUS_OK, ResultStore, capture_environment, run_id
 from benchmark.tasks.registry import Task, TaskSpec, load_task
 from benchmark.training import Harness
+from benchmark.tuning import tune_before_run
 from methods.base import Method, parse_params
 from methods.pipeline import Pipeline
 from methods.registry import get_method
 
-__all__ = ["RunSpec", "SuiteRunner", "default_output", "expand_suite"]
+__all__ = ["RunRequest", "RunSpec", "SuiteRunner", "default_output", "execute_run", "expand_suite", "run_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,15 +108,28 @@ def default_output(suite: Suite) -> Path:
 
 
 class SuiteRunner:
-    """Runs the runs of a suite into a :class:`ResultStore`."""
+    """Runs the runs of a suite into a :class:`ResultStore`, through an executor.
 
-    def __init__(self, suite: Suite, output: Path, resume: bool = False, retry_failed: bool = False) -> None:
+    The runner alone writes rows, whichever executor runs the training, so rows stay atomic
+    and unduplicated. Runs start only when the runs they depend on are recorded: ``dense``
+    first (its ONNX file is the reference of paired speed-ups), then the methods that a
+    ``match`` parameter names.
+    """
+
+    def __init__(
+        self,
+        suite: Suite,
+        output: Path,
+        resume: bool = False,
+        retry_failed: bool = False,
+        executor: Executor | None = None,
+    ) -> None:
         self.suite = suite
         self.output = Path(output)
         self.store = ResultStore(self.output)
         self.resume = resume
         self.retry_failed = retry_failed
-        self._tasks: dict[TaskSpec, Task | CompressBenchError] = {}
+        self.executor = executor or LocalExecutor()
         self._environment: dict[str, Any] | None = None
 
     def run(self, runs: Iterable[RunSpec] | None = None) -> dict[str, int]:
@@ -126,108 +143,84 @@ class SuiteRunner:
             )
 
         counts = {"ok": 0, "failed": 0, "skipped": 0}
-        for index, run in enumerate(runs, start=1):
-            outcome = self._run_one(run, index, len(runs))
-            counts[outcome] += 1
+        pending: list[tuple[RunSpec, str]] = []
+        for run in runs:
+            rid = run_id(self.identity(run))
+            previous = self.store.get(rid)
+            if previous is not None and (previous["status"] == STATUS_OK or not self.retry_failed):
+                logger.info("skip %s (%s on %s, seed %d): a %s row exists",
+                            rid, previous["label"], run.task.name, run.seed, previous["status"])
+                counts["skipped"] += 1
+            else:
+                pending.append((run, rid))
+
+        self._schedule(pending, counts, len(runs))
         logger.info("suite %s finished: %s (rows in %s)", self.suite.name, counts, self.store.rows_dir)
         return counts
 
-    def identity(self, run: RunSpec) -> dict[str, Any]:
-        method = run.build_method()
-        stages = method.stages if isinstance(method, Pipeline) else [method]
-        return {
-            "task": run.task.identity(),
-            "method": run.entry.name,
-            "params": {stage.name: _params_dict(stage.params) for stage in stages},
-            "seed": run.seed,
-            "budget": self.suite.budget.as_dict(),
-            "training": self.suite.training.identity(),
-            "quick": self.suite.quick,
-        }
-
-    def _run_one(self, run: RunSpec, index: int, total: int) -> str:
-        identity = self.identity(run)
-        rid = run_id(identity)
-        previous = self.store.get(rid)
-        if previous is not None and (previous["status"] == STATUS_OK or not self.retry_failed):
-            logger.info("[%d/%d] skip %s: a %s row exists", index, total, rid, previous["status"])
-            return "skipped"
-
-        method = run.build_method()
-        logger.info("[%d/%d] start %s on %s, seed %d", index, total, method.label(), run.task.name, run.seed)
-        started_at, started = datetime.now(timezone.utc), time.perf_counter()
-        row = self._new_row(rid, identity, method, started_at)
+    def _schedule(self, pending: list[tuple[RunSpec, str]], counts: dict[str, int], total: int) -> None:
+        waiting = list(pending)
+        in_flight: dict[str, RunSpec] = {}
+        done = counts["skipped"]
+        bar = tqdm(total=total, initial=done, desc=f"suite {self.suite.name}", unit="run",
+                   disable=not self.suite.training.progress)
         try:
-            row.update(self._execute(run, method, rid))
-            row["status"] = STATUS_OK
-        except Exception as error:  # every failure becomes a row; the suite carries on
-            row["status"] = STATUS_FAILED
-            row["reason"] = f"{type(error).__name__}: {error}"
-            if not isinstance(error, CompressBenchError):
-                row["traceback"] = traceback.format_exc(limit=-8)
-            logger.error("run %s failed: %s", rid, row["reason"])
+            while waiting or in_flight:
+                blocked = {r.entry.name for r, _ in waiting} | {r.entry.name for r in in_flight.values()}
+                for item in list(waiting):
+                    if len(in_flight) >= self.executor.slots:
+                        break
+                    run, rid = item
+                    if self._blocked(run, waiting, in_flight, blocked):
+                        continue
+                    waiting.remove(item)
+                    in_flight[rid] = run
+                    logger.info("start %s on %s, seed %d (run %s)", run.build_method().label(), run.task.name, run.seed, rid)
+                    self.executor.submit(rid, RunRequest(self.suite, run, self.output, self._references(run)))
+                if not in_flight:
+                    raise RuntimeError("no run can start: the dependencies between runs form a cycle")
+                for rid, result in self.executor.wait_any():
+                    run = in_flight.pop(rid)
+                    row = result if isinstance(result, dict) else self._lost_row(run, rid, result)
+                    self.store.write(row)
+                    counts["ok" if row["status"] == STATUS_OK else "failed"] += 1
+                    done += 1
+                    bar.update()
+                    logger.info("[%d/%d] end %s on %s, seed %d: %s in %.1f s", done, total, row["label"],
+                                run.task.name, run.seed, row["status"], row["timings"].get("total_s", 0.0))
+        finally:
+            bar.close()
+            self.executor.close()
 
-        row["timings"]["total_s"] = round(time.perf_counter() - started, 3)
-        row["timings"]["finished_at"] = datetime.now(timezone.utc).isoformat()
-        self.store.write(row)
-        logger.info(
-            "[%d/%d] end %s: %s in %.1f s", index, total, method.label(), row["status"], row["timings"]["total_s"]
+    @staticmethod
+    def _blocked(run: RunSpec, waiting: list[tuple[RunSpec, str]], in_flight: dict[str, RunSpec], names: set[str]) -> bool:
+        """Return whether a run must wait for dense or a matched method of its task and seed."""
+        needs = set(run.matches())
+        if run.entry.name != "dense":
+            needs.add("dense")
+        others = [r for r, _ in waiting] + list(in_flight.values())
+        return any(
+            other.entry.name in needs and other.task == run.task and other.seed == run.seed
+            for other in others
+            if other is not run
         )
-        return "ok" if row["status"] == STATUS_OK else "failed"
 
-    def _new_row(self, rid: str, identity: dict[str, Any], method: Method, started_at: datetime) -> dict[str, Any]:
+    def _lost_row(self, run: RunSpec, rid: str, reason: str) -> dict[str, Any]:
+        """Build the failed row of a run whose worker died on every attempt."""
+        method = run.build_method()
+        row = new_row(self.suite, rid, self.identity(run), method, datetime.now(timezone.utc), self.environment())
+        row["status"] = STATUS_FAILED
+        row["reason"] = reason
+        row["timings"]["total_s"] = 0.0
+        return row
+
+    def environment(self) -> dict[str, Any]:
         if self._environment is None:
             self._environment = capture_environment(self.suite.training.threads or None)
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": rid,
-            "suite": self.suite.name,
-            "identity": identity,
-            "label": method.label(),
-            "family": method.family.value if hasattr(method.family, "value") else str(method.family),
-            "status": None,
-            "reason": None,
-            "environment": self._environment,
-            "timings": {"started_at": started_at.isoformat()},
-        }
+        return self._environment
 
-    def _execute(self, run: RunSpec, method: Method, rid: str) -> dict[str, Any]:
-        self._check_available(method)
-        task = self._task(run.task)
-        references = self._references(run)
-        harness = Harness(
-            task, method, self.suite.budget, self.suite.training, run.seed,
-            workdir=self.output / "work" / rid, cache_dir=self.output / "cache", references=references,
-        )
-        outcome = harness.run()
-        dense_row = references.get("dense")
-        measured = evaluate_outcome(
-            harness, outcome, self.suite, onnx_path=self.output / "onnx" / f"{rid}.onnx", dense_row=dense_row
-        )
-        measured["timings"] = {"train_s": round(outcome.train_seconds, 3), **measured.pop("timings", {})}
-        measured["history"] = outcome.history
-        measured["budget_consumed"] = harness.ledger.as_dict()
-        measured["diagnostics"] = outcome.context.diagnostics
-        measured["test_reads"] = harness.test_reads
-        return measured
-
-    def _check_available(self, method: Method) -> None:
-        stages = method.stages if isinstance(method, Pipeline) else [method]
-        for stage in stages:
-            ok, why = type(stage).available()
-            if not ok:
-                raise CompressBenchError(f"method {stage.name!r} is unavailable: {why}")
-
-    def _task(self, spec: TaskSpec) -> Task:
-        if spec not in self._tasks:
-            try:
-                self._tasks[spec] = load_task(spec)
-            except DataError as error:
-                self._tasks[spec] = error
-        task = self._tasks[spec]
-        if isinstance(task, CompressBenchError):
-            raise task
-        return task
+    def identity(self, run: RunSpec) -> dict[str, Any]:
+        return run_identity(self.suite, run)
 
     def _references(self, run: RunSpec) -> dict[str, dict[str, Any]]:
         """Collect finished ok rows of the same task and seed, keyed by label and name."""
@@ -248,7 +241,7 @@ class SuiteRunner:
         available = []
         for spec in self.suite.tasks:
             try:
-                self._task(spec)
+                _load_task_cached(spec)
             except DataError as error:
                 if spec.name in self.suite.optional_tasks:
                     logger.warning("skipping optional task %s: %s", spec.name, error)
@@ -256,6 +249,123 @@ class SuiteRunner:
                 raise
             available.append(spec)
         return available
+
+
+def run_identity(suite: Suite, run: RunSpec) -> dict[str, Any]:
+    """Return what identifies a run's result. The code version is recorded in the row but
+    is not part of the identity, so a resumed suite keeps rows written by earlier commits."""
+    method = run.build_method()
+    stages = method.stages if isinstance(method, Pipeline) else [method]
+    return {
+        "task": run.task.identity(),
+        "method": run.entry.name,
+        "params": {stage.name: _params_dict(stage.params) for stage in stages},
+        "seed": run.seed,
+        "budget": suite.budget.as_dict(),
+        "training": suite.training.identity(),
+        "quick": suite.quick,
+    }
+
+
+def new_row(
+    suite: Suite, rid: str, identity: dict[str, Any], method: Method, started_at: datetime, environment: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": rid,
+        "suite": suite.name,
+        "identity": identity,
+        "label": method.label(),
+        "family": method.family.value if hasattr(method.family, "value") else str(method.family),
+        "status": None,
+        "reason": None,
+        "environment": environment,
+        "timings": {"started_at": started_at.isoformat()},
+    }
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a worker needs to execute one run; picklable."""
+
+    suite: Suite
+    run: RunSpec
+    output: Path
+    references: dict[str, dict[str, Any]]
+
+
+def execute_run(request: RunRequest) -> dict[str, Any]:
+    """Execute one run and return its row; every exception becomes a failed row.
+
+    This is what executors call, in this process or in a worker.
+    """
+    suite, run = request.suite, request.run
+    identity = run_identity(suite, run)
+    rid = run_id(identity)
+    method = run.build_method()
+    started_at, started = datetime.now(timezone.utc), time.perf_counter()
+    row = new_row(suite, rid, identity, method, started_at, capture_environment(suite.training.threads or None))
+    try:
+        row.update(_execute(request, method, rid))
+        row["status"] = STATUS_OK
+    except Exception as error:  # every failure becomes a row; the suite carries on
+        row["status"] = STATUS_FAILED
+        row["reason"] = f"{type(error).__name__}: {error}"
+        if not isinstance(error, CompressBenchError):
+            row["traceback"] = traceback.format_exc(limit=-8)
+        logger.error("run %s failed: %s", rid, row["reason"])
+
+    row["timings"]["total_s"] = round(time.perf_counter() - started, 3)
+    row["timings"]["finished_at"] = datetime.now(timezone.utc).isoformat()
+    return row
+
+
+def _execute(request: RunRequest, method: Method, rid: str) -> dict[str, Any]:
+    suite, run, output = request.suite, request.run, request.output
+    _check_available(method)
+    task = _load_task_cached(run.task)
+    # Hyperparameter tuning, when budget.tuning_trials > 0 and the method has a search space.
+    method, tuning = tune_before_run(suite, run, task, method, rid, output)
+    harness = Harness(
+        task, method, suite.budget, suite.training, run.seed,
+        workdir=output / "work" / rid, cache_dir=output / "cache", references=request.references,
+    )
+    outcome = harness.run()
+    measured = evaluate_outcome(
+        harness, outcome, suite, onnx_path=output / "onnx" / f"{rid}.onnx", dense_row=request.references.get("dense")
+    )
+    measured["timings"] = {"train_s": round(outcome.train_seconds, 3), **measured.pop("timings", {})}
+    measured["history"] = outcome.history
+    measured["budget_consumed"] = harness.ledger.as_dict()
+    measured["diagnostics"] = outcome.context.diagnostics
+    measured["test_reads"] = harness.test_reads
+    if tuning is not None:
+        measured["tuning"] = tuning
+    return measured
+
+
+def _check_available(method: Method) -> None:
+    stages = method.stages if isinstance(method, Pipeline) else [method]
+    for stage in stages:
+        ok, why = type(stage).available()
+        if not ok:
+            raise CompressBenchError(f"method {stage.name!r} is unavailable: {why}")
+
+
+_TASK_CACHE: dict[TaskSpec, Task | CompressBenchError] = {}
+
+
+def _load_task_cached(spec: TaskSpec) -> Task:
+    """Load each task once per process; a data error is remembered and raised again."""
+    if spec not in _TASK_CACHE:
+        try:
+            _TASK_CACHE[spec] = load_task(spec)
+        except DataError as error:
+            _TASK_CACHE[spec] = error
+    task = _TASK_CACHE[spec]
+    if isinstance(task, CompressBenchError):
+        raise task
+    return task
 
 
 def _params_dict(params: Any) -> dict[str, Any]:

@@ -181,6 +181,9 @@ class Method:
     #: unavailable with :attr:`install_hint`.
     requires: ClassVar[tuple[str, ...]] = ()
     install_hint: ClassVar[str] = ""
+    #: Whether the method needs BatchNorm layers (network slimming, BN-scale importance).
+    #: The conformance tests then use ``lenet5bn-mnist-sample``.
+    requires_batchnorm: ClassVar[bool] = False
     #: One line for ``compressbench list``, with the paper it implements.
     summary: ClassVar[str] = ""
 

@@ -66,33 +66,21 @@ def test_parse_params_rejects_wrong_type() -> None:
         parse_params(WithParams, {"lamda": 3}, "here")
 
 
-@pytest.fixture(scope="module")
-def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("plugin-site")
-    command = [
-        sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-        "--target", str(target), str(PLUGIN),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return target
-
-
 def _env(site: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
 
 
-def test_plugin_listed_through_entry_point(installed_plugin: Path) -> None:
+def test_plugin_listed_through_entry_point(plugin_site: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmark.cli", "list"],
-        cwd=ROOT, env=_env(installed_plugin), capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=_env(plugin_site), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "example.halfwidth" in result.stdout
     assert "example plugin" in result.stdout
 
 
-def test_plugin_runs_in_suite(installed_plugin: Path, tmp_path: Path) -> None:
+def test_plugin_runs_in_suite(plugin_site: Path, tmp_path: Path) -> None:
     suite = tmp_path / "plugin.toml"
     suite.write_text(
         "[suite]\nname = 'plugin'\n[budget]\nepochs = 1\n[training]\nthreads = 1\nprogress = false\n"
@@ -101,7 +89,7 @@ def test_plugin_runs_in_suite(installed_plugin: Path, tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "benchmark.cli", "run", str(suite), "--output", str(tmp_path / "out")],
-        cwd=ROOT, env=_env(installed_plugin), capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=_env(plugin_site), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (row_file,) = (tmp_path / "out" / "rows").glob("*.json")

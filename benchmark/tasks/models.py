@@ -3,6 +3,7 @@
 - ``lenet5``: the Caffe LeNet-5 (conv 20@5x5, max-pool, conv 50@5x5, max-pool, fc 500, ReLU,
   fc classes). As in Caffe's ``lenet_train_test.prototxt`` there is no ReLU after the
   convolutions. 431,080 parameters for 28x28 inputs and 10 classes.
+- ``lenet5-bn``: the same with BatchNorm after each convolution, for methods that need BN.
 - ``vgg16``: VGG-16 for 32x32 inputs (13 conv 3x3 layers with BN and ReLU, five max-pools,
   then fc 512, ReLU, fc classes).
 - ``resnet56``: the CIFAR ResNet of He et al. (CVPR 2016) with 3 stages of 9 basic blocks and
@@ -20,7 +21,7 @@ from torch import nn
 
 from benchmark.errors import ConfigError
 
-__all__ = ["MODELS", "LeNet5", "ModelFamily", "ResNet56", "VGG16", "build_model", "scaled_widths"]
+__all__ = ["MODELS", "LeNet5", "LeNet5BN", "ModelFamily", "ResNet56", "VGG16", "build_model", "scaled_widths"]
 
 
 def scaled_widths(defaults: Sequence[int], widths: Sequence[int] | None, width_mult: float, model: str) -> list[int]:
@@ -73,6 +74,17 @@ class LeNet5(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class LeNet5BN(LeNet5):
+    """LeNet-5 with BatchNorm after each convolution, for methods that act on BN scales."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        conv1, pool1, conv2, pool2 = self.features
+        self.features = nn.Sequential(
+            conv1, nn.BatchNorm2d(conv1.out_channels), pool1, conv2, nn.BatchNorm2d(conv2.out_channels), pool2
+        )
 
 
 VGG16_WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512)
@@ -205,6 +217,7 @@ class ModelFamily:
 
 MODELS: dict[str, ModelFamily] = {
     "lenet5": ModelFamily("lenet5", LeNet5, LeNet5.default_widths),
+    "lenet5-bn": ModelFamily("lenet5-bn", LeNet5BN, LeNet5.default_widths),
     "vgg16": ModelFamily("vgg16", VGG16, VGG16.default_widths),
     "resnet56": ModelFamily("resnet56", ResNet56, ResNet56.default_widths),
 }

@@ -36,6 +36,8 @@ class MethodContract:
             pytest.skip(f"{method_name} is unavailable here: {why}")
         folder = tmp_path_factory.mktemp(method_name.replace(".", "_"))
         table = tiny_suite_table([{"name": method_name}], train_limit=200, **cls.budget)
+        if method_cls.requires_batchnorm:
+            table["tasks"][0]["name"] = "lenet5bn-mnist-sample"
         suite = parse_suite(table, folder / "conformance.toml")
         SuiteRunner(suite, folder / "out").run()
         (row,) = ResultStore(folder / "out").rows()

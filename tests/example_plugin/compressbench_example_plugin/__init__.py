@@ -24,3 +24,30 @@ class HalfWidth(Method):
 
     def before_training(self, model, ctx):
         return ctx.build_model(width_mult=self.params.width_mult)
+
+
+@dataclass(frozen=True)
+class CrashOnceParams:
+    # A file path. When the file does not exist yet, the method creates it and kills its own
+    # process in the middle of training, as an out-of-memory kill or a lost node would.
+    marker: str = ""
+
+
+class CrashOnce(Method):
+    """Dense training whose first attempt dies with SIGKILL; tests executor retries."""
+
+    name = "example.crash_once"
+    family = Family.BASELINE
+    Params = CrashOnceParams
+    uses_finetune = False
+    summary = "example plugin: kills its worker process on the first attempt"
+
+    def after_epoch(self, model, epoch, ctx):
+        import os
+        import signal
+        from pathlib import Path
+
+        marker = Path(self.params.marker)
+        if self.params.marker and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
