@@ -42,17 +42,18 @@ def export_lenet(path: Path) -> Path:
     return path
 
 
-def measure_p50s(model: Path, settings: ProfileSettings, repeats: int) -> list[float]:
-    """Profile ``model`` ``repeats`` times on ``local``; return the p50 latencies in µs."""
-    p50s = []
+def measure_p50s(model: Path, settings: ProfileSettings, repeats: int) -> tuple[list[float], dict]:
+    """Profile ``model`` ``repeats`` times on ``local``; return the p50s in µs and the CPU info."""
+    p50s, cpu = [], {}
     for repeat in range(repeats):
         result = profile_model(model, settings)["local"]
         if result["status"] != "ok":
             raise SystemExit(f"profile {repeat + 1} failed: {result['error']}")
         threads = str(settings.threads[0])
         p50s.append(result["threads"][threads]["p50_us"])
+        cpu = result["environment"]["cpu"]
         logger.info("profile %d/%d: p50 %.1f µs", repeat + 1, repeats, p50s[-1])
-    return p50s
+    return p50s, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,11 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="compressbench-stability-") as folder:
         model = export_lenet(Path(folder) / "lenet5.onnx")
-        p50s = np.asarray(measure_p50s(model, settings, args.repeats))
+        p50s, cpu = measure_p50s(model, settings, args.repeats)
+        p50s = np.asarray(p50s)
 
     cv = float(p50s.std(ddof=1) / p50s.mean())
+    host = cpu.get("model_name") or cpu.get("core") or platform.machine()
     print(
-        f"host: {platform.processor() or platform.machine()}, {args.threads} thread(s), "
+        f"host: {host} ({cpu.get('logical_cpus')} logical CPUs), {args.threads} thread(s), "
         f"min {settings.min_queries} queries and {args.min_seconds} s per profile"
     )
     print("p50 per profile (µs): " + ", ".join(f"{value:.1f}" for value in p50s))

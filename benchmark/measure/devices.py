@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from benchmark.errors import DeviceError
+from benchmark.measure.roofline import CORES
 
 __all__ = [
     "DEVICE_TYPES",
@@ -70,6 +71,10 @@ class Device(ABC):
         self.spec = spec
         self.options = dict(options)
         self.core = options.get("core")
+        if self.core is not None and self.core.lower() not in CORES:
+            raise DeviceError(
+                f"{spec}: core={self.core!r} is not a known core; expected one of {sorted(CORES)}"
+            )
         self.timeout_s = float(options.get("timeout", DEFAULT_TIMEOUT_S))
 
     @property

@@ -100,9 +100,12 @@ def load_config(argv: list[str] | None = None) -> dict:
                 f"unknown config keys {unknown}; expected keys from {sorted(DEFAULTS)}"
             )
         config.update(from_file)
+    parity_files = {"inputs": args.parity_inputs, "expected": args.parity_expected}
     for key, value in vars(args).items():
-        if key != "config" and value is not None:
+        if key in DEFAULTS and value is not None:
             config[key] = value
+    if args.parity_inputs is not None:
+        config["parity"] = {**parity_files, "atol": args.parity_atol}
     _validate(config)
     return config
 
@@ -123,6 +126,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=_int_list, help="comma-separated intra-op thread counts, e.g. 1,2,4"
     )
     parser.add_argument("--inter-op-threads", dest="inter_op_threads", type=int)
+
     parser.add_argument(
         "--graph-optimization", dest="graph_optimization", choices=GRAPH_OPTIMIZATION_NAMES
     )
@@ -133,11 +137,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--top-operators", dest="top_operators", type=int, help="0 disables the operator profile"
     )
+
     parser.add_argument("--profile-runs", dest="profile_runs", type=int)
     parser.add_argument(
         "--batch-size", dest="batch_size", type=int, help="value for symbolic input dimensions"
     )
-    return parser.parse_args(argv)
+
+    parser.add_argument("--parity-inputs", help=".npy or .npz file of inputs for the parity check")
+    parser.add_argument("--parity-expected", help=".npy or .npz file of expected outputs")
+    parser.add_argument(
+        "--parity-atol", type=float, default=1e-4, help="max abs difference that passes (1e-4)"
+    )
+
+    args = parser.parse_args(argv)
+    if (args.parity_inputs is None) != (args.parity_expected is None):
+        parser.error("--parity-inputs and --parity-expected go together")
+    return args
 
 
 def _int_list(text: str) -> list[int]:
@@ -145,37 +160,55 @@ def _int_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError as err:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
+            f"{text!r} is invalid; expected comma-separated integers such as 1,2,4"
         ) from err
 
 
+def _invalid(key: str, value, expected: str) -> ProfilerError:
+    return ProfilerError(f"{key} = {value!r} is invalid; expected {expected}")
+
+
+def _is_count(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def _validate(config: dict) -> None:
+    """Check every config value; raise ProfilerError naming the key, the value and the fix."""
     if not config["model"]:
         raise ProfilerError("no model given; pass --model PATH or set 'model' in the config file")
     for key in ("model", "reference", "floor_model"):
         path = config[key]
         if path is not None and not os.path.isfile(path):
             raise ProfilerError(f"{key} file {path!r} not found")
-    threads = config["threads"]
-    if not threads or any(not isinstance(t, int) or t < 1 for t in threads):
-        raise ProfilerError(
-            f"threads must be a non-empty list of positive integers, got {threads!r}"
-        )
-    if config["graph_optimization"] not in GRAPH_OPTIMIZATION_NAMES:
-        raise ProfilerError(
-            f"graph_optimization {config['graph_optimization']!r} is invalid; expected one of "
-            f"{list(GRAPH_OPTIMIZATION_NAMES)}"
-        )
+
+    for key in ("threads", "batch_check"):
+        values = config[key]
+        if not isinstance(values, list) or not all(_is_count(v, 1) for v in values):
+            raise _invalid(key, values, "a list of positive integers")
+    if not config["threads"]:
+        raise _invalid("threads", [], "at least one thread count")
     for key in ("warmup_runs", "min_queries", "profile_runs", "batch_size", "inter_op_threads"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise ProfilerError(f"{key} must be a positive integer, got {config[key]!r}")
+        if not _is_count(config[key], 1):
+            raise _invalid(key, config[key], "a positive integer")
+    if not _is_count(config["top_operators"], 0):
+        raise _invalid("top_operators", config["top_operators"], "an integer >= 0")
     for key in ("warmup_seconds", "min_seconds"):
-        if not isinstance(config[key], (int, float)) or config[key] < 0:
-            raise ProfilerError(f"{key} must be a number of seconds >= 0, got {config[key]!r}")
-    if not isinstance(config["top_operators"], int) or config["top_operators"] < 0:
-        raise ProfilerError(
-            f"top_operators must be an integer >= 0, got {config['top_operators']!r}"
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise _invalid(key, value, "a number of seconds >= 0")
+    if config["graph_optimization"] not in GRAPH_OPTIMIZATION_NAMES:
+        expected = f"one of {list(GRAPH_OPTIMIZATION_NAMES)}"
+        raise _invalid("graph_optimization", config["graph_optimization"], expected)
+
+    parity = config["parity"]
+    if parity is not None:
+        files = (
+            [parity.get(name) for name in ("inputs", "expected")]
+            if isinstance(parity, dict)
+            else []
         )
+        if len(files) != 2 or not all(isinstance(path, str) for path in files):
+            raise _invalid("parity", parity, "an object with 'inputs' and 'expected' file paths")
 
 
 def make_session(path: str, config: dict, threads: int, profile_prefix: str | None = None):
@@ -350,41 +383,53 @@ def operator_profile(path: str, config: dict, threads: int, workdir: str) -> dic
 
 
 def summarise_trace(events: list, runs: int, top: int) -> dict:
-    """Reduce ORT trace events to the ``top`` nodes by kernel time, skipping the first run."""
+    """Reduce ORT trace events to the ``top`` nodes and op types by kernel time.
+
+    Events up to the end of the first ``model_run`` (the warm-up run) are skipped.
+    """
     run_events = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
     first_run_end = run_events[0]["ts"] + run_events[0]["dur"] if run_events else -1
     per_node: dict[str, dict] = {}
     for event in events:
         name = event.get("name", "")
-        if (
-            event.get("cat") != "Node"
-            or not name.endswith("_kernel_time")
-            or event["ts"] <= first_run_end
-        ):
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        if event["ts"] <= first_run_end:
             continue
         node = name[: -len("_kernel_time")]
-        entry = per_node.setdefault(
-            node,
-            {"node": node, "op_type": event.get("args", {}).get("op_name", "?"), "total_us": 0.0},
-        )
+        op_type = event.get("args", {}).get("op_name", "?")
+        entry = per_node.setdefault(node, {"node": node, "op_type": op_type, "total_us": 0.0})
         entry["total_us"] += float(event.get("dur", 0))
+
+    per_op_type: dict[str, dict] = {}
+    for entry in per_node.values():
+        group = per_op_type.setdefault(
+            entry["op_type"], {"op_type": entry["op_type"], "nodes": 0, "total_us": 0.0}
+        )
+        group["nodes"] += 1
+        group["total_us"] += entry["total_us"]
+
     total = sum(entry["total_us"] for entry in per_node.values())
-    ranked = sorted(per_node.values(), key=lambda entry: entry["total_us"], reverse=True)[:top]
-    operators = [
+    return {
+        "runs": runs,
+        "nodes": len(per_node),
+        "kernel_us_per_run": total / runs,
+        "operators": _ranked(per_node.values(), runs, total, top, keys=("node", "op_type")),
+        "op_types": _ranked(per_op_type.values(), runs, total, top, keys=("op_type", "nodes")),
+    }
+
+
+def _ranked(entries, runs: int, total: float, top: int, keys: tuple[str, ...]) -> list[dict]:
+    """Keep the ``top`` entries by total time, with mean time per run and share of ``total``."""
+    ranked = sorted(entries, key=lambda entry: entry["total_us"], reverse=True)[:top]
+    return [
         {
-            "node": entry["node"],
-            "op_type": entry["op_type"],
+            **{key: entry[key] for key in keys},
             "mean_us": entry["total_us"] / runs,
             "share": entry["total_us"] / total if total > 0 else 0.0,
         }
         for entry in ranked
     ]
-    return {
-        "runs": runs,
-        "nodes": len(per_node),
-        "kernel_us_per_run": total / runs,
-        "operators": operators,
-    }
 
 
 def _load_arrays(path: str, names: list[str], role: str) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -156,9 +157,15 @@ def write_floor_model(model_path: Path, floor_path: Path) -> Path:
     import onnx
     from onnx import helper
 
-    model = onnx.load(str(model_path), load_external_data=False)
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as err:  # onnx raises DecodeError, OSError and others for a bad file
+        raise ExportError(f"cannot read ONNX model {model_path}: {err}") from err
     initializers = {init.name for init in model.graph.initializer}
-    graph_input = next(i for i in model.graph.input if i.name not in initializers)
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if not inputs:
+        raise ExportError(f"ONNX model {model_path} has no graph input to time a call with")
+    graph_input = inputs[0]
     tensor_type = graph_input.type.tensor_type
     shape = [
         d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
@@ -290,6 +297,7 @@ def _profile_on(
     if "parity.inputs" in files:
         config["parity"] = {"atol": atol}
     config["labels"] = {"timing": "emulation" if device.emulated else "device"}
+    started = time.perf_counter()
     try:
         raw = device.profile(config, files)
     except DeviceError as err:
@@ -297,7 +305,16 @@ def _profile_on(
         return {"status": "failed", "error": str(err)}
     finally:
         device.cleanup()
-    return summarise(raw, macs, reference_macs, core=_core_for(device, raw))
+    summary = summarise(raw, macs, reference_macs, core=_core_for(device, raw))
+    p50s = ", ".join(f"{t} thread(s) {m['p50_us']:.1f} µs" for t, m in summary["threads"].items())
+    logger.info(
+        "profiled on %s in %.1f s: p50 %s (%s)",
+        device.name,
+        time.perf_counter() - started,
+        p50s,
+        summary["timing"],
+    )
+    return summary
 
 
 def _core_for(device: Device, raw: dict) -> str | None:

@@ -272,3 +272,10 @@ def test_ssh_rejected_key(sshd, tmp_path):
     spec = sshd["spec"].replace("identity=", f"identity={tmp_path / 'other'}&unused=")
     with pytest.raises(DeviceError, match="key is accepted"):
         get_device(spec).check()
+
+
+def test_unknown_core_option():
+    with pytest.raises(DeviceError) as caught:
+        get_device("local?core=cortex-a15")
+    assert "'cortex-a15'" in str(caught.value)
+    assert "cortex-a72" in str(caught.value)

@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import onnx
 import pytest
 
 from benchmark.errors import ConfigError, ExportError
@@ -133,6 +134,8 @@ def test_operator_profile_ranks_top_nodes(tiny_models, tmp_path):
     assert operators[0]["mean_us"] >= operators[1]["mean_us"]
     assert {op["op_type"] for op in operators} <= {"MatMul", "Relu", "FusedMatMul", "Gemm"}
     assert 0 < sum(op["share"] for op in operators) <= 1.0 + 1e-9
+    assert summary["op_types"][0]["mean_us"] >= operators[0]["mean_us"]
+    assert sum(group["nodes"] for group in summary["op_types"]) <= summary["nodes"]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -214,6 +217,25 @@ def test_script_parity_detects_wrong_model(tiny_models, tmp_path):
     assert results["small"]["max_abs_diff"] == 0.0
     assert results["wrong"]["passed"] is False
     assert results["wrong"]["max_abs_diff"] > 1.0
+
+
+def test_script_parity_from_npz_arguments(tiny_models, tmp_path):
+    inputs = np.random.default_rng(4).standard_normal((2, 64)).astype(np.float32)
+    session = profiler.make_session(str(tiny_models["small"]), FAST, 1)
+    np.savez(tmp_path / "inputs.npz", input=inputs)
+    np.savez(tmp_path / "expected.npz", output=session.run(None, {"input": inputs})[0] + 1e-3)
+    common = ["--model", str(tiny_models["small"]), "--threads", "1", "--min-queries", "5"]
+    common += ["--min-seconds", "0", "--warmup-seconds", "0", "--top-operators", "0"]
+    common += ["--parity-inputs", str(tmp_path / "inputs.npz")]
+    common += ["--parity-expected", str(tmp_path / "expected.npz")]
+    strict = json.loads(run_script(*common).stdout)["parity"]
+    loose = json.loads(run_script(*common, "--parity-atol", "1e-2").stdout)["parity"]
+    assert strict["passed"] is False
+    assert strict["max_abs_diff"] == pytest.approx(1e-3, rel=1e-2)
+    assert loose["passed"] is True
+    incomplete = run_script("--model", str(tiny_models["small"]), "--parity-inputs", "x.npy")
+    assert incomplete.returncode == 2
+    assert "--parity-expected" in incomplete.stderr
 
 
 def test_batch_check_static_and_dynamic(tiny_models):
@@ -299,6 +321,27 @@ def test_profile_model_paired_on_local(tiny_models, short_settings, tmp_path):
     assert measured["floor_us"] < measured["reference_latency"]["p50_us"]
     assert "roofline" not in measured
     json.dumps(results)
+
+
+def test_profile_model_dynamic_batch(tiny_models, short_settings):
+    settings = ProfileSettings(**{**short_settings.__dict__, "dynamic_batch": True})
+    local = profile_model(tiny_models["small"], settings)["local"]
+    assert local["batch_check"]["1"]["ok"] is True
+    assert local["batch_check"]["8"]["output_shapes"] == [[8, 10]]
+    assert local["settings"]["batch_check"] == [1, 8]
+
+
+def test_floor_model_matches_input(tiny_models, tmp_path):
+    floor = write_floor_model(tiny_models["small"], tmp_path / "floor.onnx")
+    session = profiler.make_session(str(floor), FAST, 1)
+    (graph_input,) = session.get_inputs()
+    assert graph_input.shape == [1, 64]
+    assert graph_input.type == "tensor(float)"
+    assert [node.op_type for node in onnx.load(str(floor)).graph.node] == ["Identity"]
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    with pytest.raises(ExportError, match="broken.onnx"):
+        write_floor_model(broken, tmp_path / "floor2.onnx")
 
 
 def test_profile_model_missing_file(tmp_path, short_settings):
