@@ -359,18 +359,16 @@ def build_qemu_sysroot(
     writes fake Cortex-A72 CPU files and checks that the emulated Python imports both packages.
 
     ``wheels`` are pip requirement strings, and the default pins numpy and onnxruntime to the
-    host's versions. The sysroot is built next to its final place and renamed, so a failed
-    build leaves no half sysroot behind. Downloads stay in ``cache_dir/downloads``.
+    host's versions. The sysroot is built in a private folder next to its final place and
+    renamed, so a failed build leaves no half sysroot behind. Downloads stay in
+    ``cache_dir/downloads`` and are reused by the next build.
     """
     cache_dir = Path(cache_dir).expanduser()
     sysroot = cache_dir / "sysroot"
     wheels = wheels or _host_pinned_wheels()
-    marker = sysroot / SYSROOT_MARKER
-    if marker.is_file() and not rebuild:
-        recorded = json.loads(marker.read_text(encoding="utf-8"))
-        if recorded.get("wheels") == list(wheels):
-            logger.info("reusing arm64 sysroot in %s", sysroot)
-            return sysroot
+    if not rebuild and _sysroot_matches(sysroot, wheels):
+        logger.info("reusing arm64 sysroot in %s", sysroot)
+        return sysroot
     for program in (QEMU_BINARY, "apt-get", "dpkg"):
         if shutil.which(program) is None:
             raise DeviceError(
@@ -379,22 +377,42 @@ def build_qemu_sysroot(
             )
 
     downloads = cache_dir / "downloads"
-    partial = cache_dir / "sysroot.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for deb in _download_debs(downloads):
-        _checked(["dpkg", "-x", deb, partial], "extracting " + deb.name)
-    _install_wheels(_download_wheels(downloads / "wheels", wheels), partial / SYSROOT_SITE)
-    _write_fake_cpu_files(partial)
-    versions = _probe_sysroot(partial)
-    (partial / SYSROOT_MARKER).write_text(
-        json.dumps({"wheels": list(wheels), **versions}, indent=1), encoding="utf-8"
-    )
-
-    shutil.rmtree(sysroot, ignore_errors=True)
-    partial.rename(sysroot)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # A private folder per build, so two builds at once (parallel CI jobs) cannot mix files.
+    partial = Path(tempfile.mkdtemp(prefix="sysroot.partial-", dir=cache_dir))
+    try:
+        for deb in _download_debs(downloads):
+            _checked(["dpkg", "-x", deb, partial], "extracting " + deb.name)
+        _install_wheels(_download_wheels(downloads / "wheels", wheels), partial / SYSROOT_SITE)
+        _write_fake_cpu_files(partial)
+        versions = _probe_sysroot(partial)
+        record = {"wheels": list(wheels), **versions}
+        (partial / SYSROOT_MARKER).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        _move_into_place(partial, sysroot, wheels)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     logger.info("built arm64 sysroot in %s (%s)", sysroot, versions)
     return sysroot
+
+
+def _sysroot_matches(sysroot: Path, wheels: tuple[str, ...]) -> bool:
+    """Whether ``sysroot`` is complete and was built with these wheel requirements."""
+    marker = sysroot / SYSROOT_MARKER
+    if not marker.is_file():
+        return False
+    return json.loads(marker.read_text(encoding="utf-8")).get("wheels") == list(wheels)
+
+
+def _move_into_place(partial: Path, sysroot: Path, wheels: tuple[str, ...]) -> None:
+    """Rename ``partial`` to ``sysroot``, unless a concurrent build already put a match there."""
+    if _sysroot_matches(sysroot, wheels):
+        return
+    shutil.rmtree(sysroot, ignore_errors=True)
+    try:
+        partial.rename(sysroot)
+    except OSError:
+        if not _sysroot_matches(sysroot, wheels):
+            raise
 
 
 def _host_pinned_wheels() -> tuple[str, ...]:

@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -383,13 +384,17 @@ def operator_profile(path: str, config: dict, threads: int, workdir: str) -> dic
 
 
 def summarise_trace(events: list, runs: int, top: int) -> dict:
-    """Reduce ORT trace events to the ``top`` nodes and op types by kernel time.
+    """Reduce ORT trace events to the ``top`` nodes and op types by kernel time per query.
 
-    Events up to the end of the first ``model_run`` (the warm-up run) are skipped.
+    Events up to the end of the first ``model_run`` (the warm-up run) are skipped. A node's
+    ``median_us`` is the median of its kernel durations times its calls per query, so one
+    preempted call on a busy machine does not reorder the ranking. ``mean_us`` is the plain
+    mean per query, and ``share`` is the node's part of the summed medians of all nodes.
     """
     run_events = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
     first_run_end = run_events[0]["ts"] + run_events[0]["dur"] if run_events else -1
-    per_node: dict[str, dict] = {}
+    durations: dict[str, list[float]] = {}
+    op_types: dict[str, str] = {}
     for event in events:
         name = event.get("name", "")
         if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
@@ -397,38 +402,43 @@ def summarise_trace(events: list, runs: int, top: int) -> dict:
         if event["ts"] <= first_run_end:
             continue
         node = name[: -len("_kernel_time")]
-        op_type = event.get("args", {}).get("op_name", "?")
-        entry = per_node.setdefault(node, {"node": node, "op_type": op_type, "total_us": 0.0})
-        entry["total_us"] += float(event.get("dur", 0))
+        op_types[node] = event.get("args", {}).get("op_name", "?")
+        durations.setdefault(node, []).append(float(event.get("dur", 0)))
 
+    per_node = [
+        {
+            "node": node,
+            "op_type": op_types[node],
+            "median_us": statistics.median(values) * len(values) / runs,
+            "mean_us": sum(values) / runs,
+        }
+        for node, values in durations.items()
+    ]
     per_op_type: dict[str, dict] = {}
-    for entry in per_node.values():
+    for entry in per_node:
         group = per_op_type.setdefault(
-            entry["op_type"], {"op_type": entry["op_type"], "nodes": 0, "total_us": 0.0}
+            entry["op_type"],
+            {"op_type": entry["op_type"], "nodes": 0, "median_us": 0.0, "mean_us": 0.0},
         )
         group["nodes"] += 1
-        group["total_us"] += entry["total_us"]
+        group["median_us"] += entry["median_us"]
+        group["mean_us"] += entry["mean_us"]
 
-    total = sum(entry["total_us"] for entry in per_node.values())
+    total = sum(entry["median_us"] for entry in per_node)
     return {
         "runs": runs,
         "nodes": len(per_node),
-        "kernel_us_per_run": total / runs,
-        "operators": _ranked(per_node.values(), runs, total, top, keys=("node", "op_type")),
-        "op_types": _ranked(per_op_type.values(), runs, total, top, keys=("op_type", "nodes")),
+        "kernel_us_per_run": total,
+        "operators": _ranked(per_node, total, top),
+        "op_types": _ranked(per_op_type.values(), total, top),
     }
 
 
-def _ranked(entries, runs: int, total: float, top: int, keys: tuple[str, ...]) -> list[dict]:
-    """Keep the ``top`` entries by total time, with mean time per run and share of ``total``."""
-    ranked = sorted(entries, key=lambda entry: entry["total_us"], reverse=True)[:top]
+def _ranked(entries, total: float, top: int) -> list[dict]:
+    """Keep the ``top`` entries by ``median_us`` and add each one's share of ``total``."""
+    ranked = sorted(entries, key=lambda entry: entry["median_us"], reverse=True)[:top]
     return [
-        {
-            **{key: entry[key] for key in keys},
-            "mean_us": entry["total_us"] / runs,
-            "share": entry["total_us"] / total if total > 0 else 0.0,
-        }
-        for entry in ranked
+        {**entry, "share": entry["median_us"] / total if total > 0 else 0.0} for entry in ranked
     ]
 
 

@@ -279,3 +279,20 @@ def test_unknown_core_option():
         get_device("local?core=cortex-a15")
     assert "'cortex-a15'" in str(caught.value)
     assert "cortex-a72" in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(QEMU_MISSING, reason="qemu-aarch64-static not installed (qemu-user-static)")
+def test_qemu_sysroot_fresh_build(tmp_path):
+    """Builds a sysroot from scratch; needs deb.debian.org and PyPI, and about a minute."""
+    try:
+        sysroot = devices.build_qemu_sysroot(tmp_path / "cache")
+    except DeviceError as err:
+        pytest.skip(f"no network for the sysroot downloads: {err}")
+    record = json.loads((sysroot / devices.SYSROOT_MARKER).read_text())
+    assert record["machine"] == "aarch64"
+    assert record["python"].startswith("3.11.")
+    assert (sysroot / devices.SYSROOT_PYTHON).is_file()
+    assert (sysroot / "proc" / "cpuinfo").is_file()
+    assert sorted(path.name for path in (tmp_path / "cache").iterdir()) == ["downloads", "sysroot"]
+    assert devices.build_qemu_sysroot(tmp_path / "cache") == sysroot
