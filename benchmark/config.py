@@ -33,7 +33,7 @@ _TOP_KEYS = {"suite", "budget", "training", "tasks", "methods", "profile", "expo
 _SUITE_KEYS = {"name", "description", "seeds", "all_methods"}
 _TASK_KEYS = {
     "name", "data_dir", "download", "classes", "model_options", "val_fraction", "test_fraction",
-    "split_seed", "train_limit", "required",
+    "split_seed", "train_limit", "required", "latency_budget_ms", "latency_device",
 }
 _METHOD_KEYS = {"name", "pipeline", "params", "sweep", "label"}
 _EXPORT_KEYS = {"opset", "dynamic_batch", "parity_tolerance", "parity_samples"}
@@ -192,6 +192,8 @@ def _parse_tasks(raw: Any, where: str) -> tuple[tuple[TaskSpec, ...], set[str]]:
             test_fraction=_fraction(entry, "test_fraction", 0.2, key),
             split_seed=_get(entry, "split_seed", int, f"{key}.split_seed", default=0),
             train_limit=_get(entry, "train_limit", int, f"{key}.train_limit", default=None),
+            latency_budget_ms=_latency_budget(entry, key),
+            latency_device=_get(entry, "latency_device", str, f"{key}.latency_device", default=None),
         )
         if not _get(entry, "required", bool, f"{key}.required", default=True):
             optional.add(name)
@@ -359,6 +361,15 @@ def _int_list(value: Any, where: str, minimum: int) -> list[int]:
     if bad:
         raise ConfigError(f"{where} = {value!r}: {bad[0]} is below the minimum {minimum}")
     return list(value)
+
+
+def _latency_budget(entry: Mapping[str, Any], where: str) -> float | None:
+    value = entry.get("latency_budget_ms")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{where}.latency_budget_ms = {value!r}: expected a positive number of milliseconds")
+    return float(value)
 
 
 def _fraction(table: Mapping[str, Any], key: str, default: float, where: str) -> float:

@@ -39,6 +39,7 @@ def evaluate_outcome(
     metrics: dict[str, Any] = {
         "val_metric": harness.evaluate(model, "val"),
         "test_metric": harness.final_test_metric(model),
+        "test_summary": harness.last_metric.summary(),
         "metric": harness.task.definition.metric,
         "accuracy_source": "pytorch",
         **complexity.as_dict(),
@@ -54,6 +55,7 @@ def evaluate_outcome(
         metrics["torch_test_metric"] = metrics["test_metric"]
         metrics["val_metric"] = _onnx_metric(harness, onnx_path, "val")
         metrics["test_metric"] = _onnx_metric(harness, onnx_path, "test")
+        metrics["test_summary"] = harness.last_metric.summary()
         metrics["accuracy_source"] = "onnxruntime"
 
     result: dict[str, Any] = {"metrics": metrics, "export": export, "timings": timings}
@@ -63,6 +65,7 @@ def evaluate_outcome(
     started = time.perf_counter()
     result["latency"] = _profile(suite, onnx_path, metrics["macs"], dense_row)
     timings["profile_s"] = round(time.perf_counter() - started, 3)
+    result["task_info"] = harness.task.row_fields(result["latency"])
     return result
 
 
@@ -89,6 +92,7 @@ def _onnx_metric(harness: Harness, path: Path, split: str) -> float:
     outputs = torch.from_numpy(run_onnx(path, inputs))
     metric = harness.task.new_metric()
     metric.update(outputs, targets)
+    harness.last_metric = metric
     return metric.compute()
 
 

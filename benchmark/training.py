@@ -129,6 +129,8 @@ class Harness:
         self.ledger = BudgetLedger(budget)
         self.history: list[dict[str, Any]] = []
         self.test_reads = 0
+        # The metric object of the latest evaluation, with its summary().
+        self.last_metric: Any = None
         self._references = references or {}
         # Keys of the dense checkpoints whose epochs this run has been charged for.
         self._charged_checkpoints: set[str] = set()
@@ -328,6 +330,8 @@ class Harness:
         for start in range(0, len(y), size):
             metric.update(model(x[start : start + size]), y[start : start + size])
         model.train(was_training)
+        # Kept so the evaluation can store every figure of the final test metric (per-class IoU).
+        self.last_metric = metric
         return metric.compute()
 
     def train_batches(self, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -18,6 +18,10 @@ class Metric:
     def compute(self) -> float:
         raise NotImplementedError(f"{type(self).__name__} must implement compute()")
 
+    def summary(self) -> dict[str, object]:
+        """Return every figure of the metric for the result row; by default only compute()."""
+        return {self.name: self.compute()}
+
 
 class Accuracy(Metric):
     """Top-1 accuracy of class logits."""
