@@ -216,15 +216,25 @@ def sample_rows() -> list[dict[str, Any]]:
     for seed, acc in zip(seeds, (0.979, 0.980, 0.977), strict=True):
         rows.append(make_row("int8.static", seed, acc, family="quantisation"))
 
+    # The layout of nas.widths: diagnostics["search"] holds the front, every trial and the
+    # selected one, with the minimised objective in "cost".
     front = [
-        {"val_metric": 0.95, "macs": 300_000},
-        {"val_metric": 0.97, "macs": 800_000},
-        {"val_metric": 0.98, "macs": 1_900_000},
+        {"val_metric": 0.95, "cost": 300_000, "macs": 300_000},
+        {"val_metric": 0.97, "cost": 800_000, "macs": 800_000},
+        {"val_metric": 0.98, "cost": 1_900_000, "macs": 1_900_000},
     ]
     trials = front + [
-        {"val_metric": 0.94, "macs": 900_000},
-        {"val_metric": 0.96, "macs": 2_000_000},
+        {"val_metric": 0.94, "cost": 900_000, "macs": 900_000},
+        {"val_metric": 0.96, "cost": 2_000_000, "macs": 2_000_000},
     ]
+    search = {
+        "objective": "macs",
+        "cost_unit": "MACs",
+        "pareto_front": front,
+        "trials_table": trials,
+        "selected": front[1],
+        "pareto_table": "| trial |",
+    }
     rows.append(
         make_row(
             "nas",
@@ -233,7 +243,7 @@ def sample_rows() -> list[dict[str, Any]]:
             family="search",
             macs=800_000,
             n_params=200_000,
-            diagnostics={"pareto_front": front, "trials": trials, "selected": front[1]},
+            diagnostics={"search": search},
         )
     )
 

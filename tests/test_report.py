@@ -13,7 +13,7 @@ from report_rows import BUDGET, make_row, sample_rows, shared_report, write_rows
 from benchmark.cli import main
 from benchmark.errors import ConfigError, ResultsError
 from benchmark.report import write_all, write_report
-from benchmark.report.summary import find_sweeps, flat_params, summarise_rows
+from benchmark.report.summary import find_sweeps, flat_params, search_fronts, summarise_rows
 from benchmark.report.tables import render_latex, summary_csv
 
 TASK = "lenet5-mnist-sample"
@@ -234,3 +234,43 @@ def test_cli_report_all_rejects_output(tmp_path: Path, capsys: pytest.CaptureFix
     write_rows(tmp_path / "default", [make_row("dense", 0, 0.98)])
     assert main(["report", "--all", str(tmp_path), "--output", str(tmp_path / "x")]) == 2
     assert "--output" in capsys.readouterr().err
+
+
+def test_search_front_nested_layout() -> None:
+    (report,) = summarise_rows(sample_rows())
+    nas = next(s for s in report.summaries if s.label == "nas")
+    (front,) = search_fronts(nas)
+    assert front.seed == 0
+    assert front.cost_key == "cost (MACs)"
+    assert front.score_key == "val_metric"
+    assert front.points == [(300_000, 0.95), (800_000, 0.97), (1_900_000, 0.98)]
+    assert len(front.trials) == 5
+    assert front.selected == (800_000, 0.97)
+
+
+def test_search_front_flat_values_layout() -> None:
+    front = [{"values": [0.9, 120.0]}, {"values": [0.95, 300.0]}, {"other": 1}]
+    row = make_row("nas", 0, 0.9, family="search", diagnostics={"pareto": front})
+    (report,) = summarise_rows([row])
+    (found,) = search_fronts(report.summaries[0])
+    assert (found.cost_key, found.score_key) == ("values[1]", "values[0]")
+    assert found.points == [(120.0, 0.9), (300.0, 0.95)]
+    assert found.trials == []
+    assert found.selected is None
+
+
+def test_search_front_absent_or_unreadable() -> None:
+    rows = [
+        make_row("a", 0, 0.9, diagnostics={"pareto_table": "| trial |"}),
+        make_row("b", 0, 0.9, diagnostics={"search": {"pareto_front": [{"unrelated": 1}]}}),
+    ]
+    (report,) = summarise_rows(rows)
+    for summary in report.summaries:
+        assert search_fronts(summary) == []
+
+
+def test_markdown_lists_search_front(report_dir: Path) -> None:
+    text = (report_dir / f"{TASK}.md").read_text(encoding="utf-8")
+    assert "## Architecture search: Pareto fronts" in text
+    assert "| method | seed | cost (MACs) | val_metric | selected |" in text
+    assert "| nas | 0 | 800,000 | 0.9700 | yes |" in text

@@ -388,51 +388,73 @@ class SearchFront:
 
 
 _SCORE_KEYS = ("val_metric", "accuracy", "val_accuracy", "score", "value")
-_COST_KEYS = ("macs", "latency_us", "latency_ms", "latency", "params", "cost")
+# "cost" first: a search stores there the objective it minimised (MACs or latency), so the front
+# is drawn in the space where it is a front.
+_COST_KEYS = ("cost", "macs", "latency_us", "latency_ms", "latency", "params")
+_TRIAL_KEYS = ("trials", "trials_table", "all_trials")
 
 
 def search_fronts(summary: MethodSummary) -> list[SearchFront]:
     """Read the Pareto front from each row's diagnostics, where a search method stores it.
 
-    The front is the first diagnostics entry whose key contains ``pareto``: a list of trials,
-    each a dict with a score (``val_metric``, ``accuracy``, ...) and a cost (``macs``,
-    ``latency_us``, ``params``, ...) or an Optuna-style ``values`` pair [score, cost]. Rows
-    without one give nothing.
+    The front is the first entry whose key contains ``pareto``, in the diagnostics or in one
+    dict nested in them (``diagnostics["search"]["pareto_front"]``, say). It is a list of
+    trials, each a dict with a score (``val_metric``, ``accuracy``, ...) and a cost (``cost``,
+    ``macs``, ``latency_ms``, ...) or an Optuna-style ``values`` pair [score, cost]. Next to
+    it, ``trials`` or ``trials_table`` lists every trial, ``selected`` the retrained one, and
+    ``cost_unit`` names the cost. Rows without a front give nothing.
     """
     fronts = []
     for row in summary.rows:
-        diagnostics = row.get("diagnostics") or {}
-        key = next((k for k in diagnostics if "pareto" in k.lower()), None)
-        if key is None:
+        container, key = _pareto_container(row.get("diagnostics") or {})
+        if container is None:
             continue
-        entries = diagnostics[key]
+        entries = container[key]
         if isinstance(entries, Mapping):
             entries = entries.get("trials") or entries.get("points") or []
-        if not isinstance(entries, list):
-            continue
-        front = _front_points(entries)
+        front = _front_points(entries) if isinstance(entries, list) else None
         if front is None:
+            seed = row["identity"]["seed"]
             logger.info(
-                "%s seed %s: diagnostics %r has no score and cost fields",
-                summary.label,
-                row["identity"]["seed"],
-                key,
+                "%s seed %s: diagnostics %r has no score and cost fields", summary.label, seed, key
             )
             continue
+
         cost_key, score_key, points = front
-        trials = _front_points(diagnostics.get("trials") or [], cost_key, score_key)
+        trial_list = next(
+            (container[k] for k in _TRIAL_KEYS if isinstance(container.get(k), list)), []
+        )
+        trials = _front_points(trial_list, cost_key, score_key)
+        unit = container.get("cost_unit")
         fronts.append(
             SearchFront(
                 label=summary.label,
                 seed=row["identity"]["seed"],
-                cost_key=cost_key,
+                cost_key=f"{cost_key} ({unit})" if unit and cost_key == "cost" else cost_key,
                 score_key=score_key,
                 points=points,
                 trials=trials[2] if trials else [],
-                selected=_selected_point(diagnostics, row, cost_key, score_key),
+                selected=_selected_point(container, cost_key, score_key),
             )
         )
     return fronts
+
+
+def _pareto_container(diagnostics: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, str]:
+    """Return the dict with a ``pareto`` key and that key: the diagnostics or a dict in them."""
+    for candidate in (diagnostics, *(v for v in diagnostics.values() if isinstance(v, Mapping))):
+        key = next(
+            (k for k in candidate if "pareto" in str(k).lower() and _is_front(candidate[k])), None
+        )
+        if key is not None:
+            return candidate, key
+    return None, ""
+
+
+def _is_front(value: Any) -> bool:
+    return isinstance(value, list) or (
+        isinstance(value, Mapping) and ("trials" in value or "points" in value)
+    )
 
 
 def _front_points(
@@ -469,9 +491,9 @@ def _field(entry: Mapping[str, Any], key: str) -> float | None:
 
 
 def _selected_point(
-    diagnostics: Mapping[str, Any], row: Mapping[str, Any], cost_key: str, score_key: str
+    container: Mapping[str, Any], cost_key: str, score_key: str
 ) -> tuple[float, float] | None:
-    selected = diagnostics.get("selected")
+    selected = container.get("selected")
     if isinstance(selected, Mapping):
         cost, score = _field(selected, cost_key), _field(selected, score_key)
         if cost is not None and score is not None:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from benchmark.report.latency import LatencySummary
-from benchmark.report.summary import MethodSummary, TaskReport, task_label
+from benchmark.report.summary import MethodSummary, TaskReport, search_fronts, task_label
 from benchmark.stats import Estimate
 
 __all__ = [
@@ -296,6 +296,7 @@ def render_markdown(report: TaskReport, figures: list[tuple[str, str]] | None = 
             cells = latency_cells(row)
             cells[0] = _markdown_cell(cells[0])
             lines.append("| " + " | ".join(cells) + " |")
+    lines += _markdown_search_fronts(report)
     if figures:
         lines += ["", "## Figures", ""]
         for title, path in figures:
@@ -307,6 +308,30 @@ def render_markdown(report: TaskReport, figures: list[tuple[str, str]] | None = 
             label = _markdown_cell(str(row.get("label")))
             lines.append(f"| {label} | {row['identity']['seed']} | {reason} |")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _markdown_search_fronts(report: TaskReport) -> list[str]:
+    """Return a section with the Pareto front of each search row, cheapest point first."""
+    fronts = [front for s in report.summaries for front in search_fronts(s)]
+    if not fronts:
+        return []
+    lines = ["", "## Architecture search: Pareto fronts", ""]
+    lines.append("The points on each search row's front, judged on the validation split.")
+    axes = sorted({(front.cost_key, front.score_key) for front in fronts})
+    for cost_key, score_key in axes:
+        lines += [
+            "",
+            f"| method | seed | {cost_key} | {score_key} | selected |",
+            "|---|---:|---:|---:|:---:|",
+        ]
+        for front in fronts:
+            if (front.cost_key, front.score_key) != (cost_key, score_key):
+                continue
+            label = _markdown_cell(front.label)
+            for cost, score in sorted(front.points):
+                chosen = "yes" if front.selected == (cost, score) else ""
+                lines.append(f"| {label} | {front.seed} | {cost:,.6g} | {score:.4f} | {chosen} |")
+    return lines
 
 
 def report_notes(report: TaskReport, unit: str) -> list[str]:
