@@ -59,9 +59,10 @@ DEFAULT_TIMEOUT_S = 3600.0
 class Device(ABC):
     """A target that runs ``profiler.py`` and returns its JSON document.
 
-    Subclasses implement :meth:`_stage`, which makes the input files readable on the target,
-    and :meth:`_run`, which runs an argument list there. :meth:`profile` is the public entry
-    point and is not thread-safe for one instance.
+    Subclasses implement :meth:`_python` (the command that starts the target's Python),
+    :meth:`_stage` and :meth:`_write_config` (which make files readable on the target) and
+    :meth:`_run` (which runs an argument list there). :meth:`profile` and :meth:`check` are
+    the public entry points. One instance is not thread-safe.
     """
 
     #: True when latencies come from an emulator and must never be shown as device timing.
@@ -75,7 +76,12 @@ class Device(ABC):
             raise DeviceError(
                 f"{spec}: core={self.core!r} is not a known core; expected one of {sorted(CORES)}"
             )
-        self.timeout_s = float(options.get("timeout", DEFAULT_TIMEOUT_S))
+        try:
+            self.timeout_s = float(options.get("timeout", DEFAULT_TIMEOUT_S))
+        except ValueError as err:
+            raise DeviceError(
+                f"{spec}: timeout={options['timeout']!r} is invalid; expected seconds, e.g. 600"
+            ) from err
 
     @property
     def name(self) -> str:
@@ -89,8 +95,13 @@ class Device(ABC):
             "print(json.dumps([numpy.__version__, onnxruntime.__version__]))"
         )
         completed = self._run([*self._python(), "-c", code])
-        if completed.returncode != 0:
+        if completed.returncode != 0 and "ModuleNotFoundError" in completed.stderr:
             raise DeviceError(self._missing_packages_message(completed.stderr))
+        if completed.returncode != 0:
+            raise DeviceError(
+                f"{self.name}: importing numpy and onnxruntime failed with exit status "
+                f"{completed.returncode}: {_tail(completed.stderr)}"
+            )
         numpy_version, ort_version = json.loads(completed.stdout.strip().splitlines()[-1])
         return {
             "device": self.name,
