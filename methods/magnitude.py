@@ -52,17 +52,17 @@ __all__ = ["MagnitudeParams", "MagnitudePruning", "magnitude_masks"]
 logger = logging.getLogger(__name__)
 
 SCOPES = ("global", "layer")
-# The most a search may remove; a model with every weight zero has no meaning.
+# The largest sparsity a search tries, because a model with every weight zero is meaningless.
 _MAX_SPARSITY = 0.999
 
 
 @dataclass(frozen=True)
 class MagnitudeParams:
-    """Parameters of unstructured magnitude pruning; at most one target may be set."""
+    """Parameters of unstructured magnitude pruning. At most one target may be set."""
 
     # Fraction of the prunable weights set to zero, e.g. 0.9.
     sparsity: float | None = None
-    # Nonzero MACs of the final model over the dense MACs; 0.5 when no target is set.
+    # Nonzero MACs of the final model over the dense MACs. It is 0.5 when no target is set.
     target_macs_ratio: float | None = None
     # Nonzero parameters of the final model over the dense parameters.
     target_params_ratio: float | None = None
@@ -70,9 +70,9 @@ class MagnitudeParams:
     match: str | None = None
     # Relative error of the achieved count that still meets a MACs or parameter target.
     tolerance: float = 0.02
-    # "global": one threshold for all layers; "layer": the same sparsity in every layer.
+    # "global" uses one threshold for all layers, "layer" the same sparsity in every layer.
     scope: str = "global"
-    # Pruning steps; the fine-tuning epochs are shared between them.
+    # Pruning steps, which share the fine-tuning epochs between them.
     iterative_steps: int = 1
     # How the removed amount grows over the steps: "cubic" or "linear".
     schedule: str = "cubic"
@@ -106,7 +106,7 @@ class _PrunableWeight:
 
 @register
 class MagnitudePruning(Method):
-    """Han et al.'s magnitude pruning from the dense checkpoint; masks held while fine-tuning."""
+    """Han et al.'s magnitude pruning of the dense checkpoint, with masks held in fine-tuning."""
 
     name = "magnitude"
     family = Family.PRUNING
@@ -191,15 +191,15 @@ class MagnitudePruning(Method):
         ]
 
     def _step_sparsity(self, target: Target, fraction: float) -> float:
-        """Return the sparsity of one step: a share of the final amount, or a searched value."""
+        """Return the sparsity of one step, a share of the final amount or a searched value."""
         if target.kind == "amount":
             return target.ratio * fraction
         dense = self._dense
         total = dense.macs if target.kind == "macs" else dense.params
-        wanted = total * (1 - (1 - target.ratio) * fraction)
+        target_count = total * (1 - (1 - target.ratio) * fraction)
         count_at = _nonzero_counter(self._weights, dense, target.kind, self.params.scope)
         found = bisect_amount(
-            count_at, wanted, _MAX_SPARSITY, self.params.tolerance, max_evaluations=40
+            count_at, target_count, _MAX_SPARSITY, self.params.tolerance, max_evaluations=40
         )
         return found.amount
 
@@ -227,8 +227,8 @@ class MagnitudePruning(Method):
 def magnitude_masks(weights: list[torch.Tensor], sparsity: float, scope: str) -> list[torch.Tensor]:
     """Return a 0/1 mask per weight tensor that zeroes a ``sparsity`` share of the smallest ``|w|``.
 
-    With ``scope = "global"`` the share is taken over all tensors together, ties broken by
-    position; each tensor keeps at least its largest weight so no layer is cut off. With
+    With ``scope = "global"`` the share is taken over all tensors together, and ties go by
+    position. Each tensor keeps at least its largest weight, so no layer is cut off. With
     ``scope = "layer"`` each tensor loses the same share.
     """
     if scope == "layer":

@@ -66,11 +66,11 @@ _MAX_SPARSE_RATIO = 0.9
 
 @dataclass(frozen=True)
 class NNIPruningParams:
-    """Parameters of the NNI pruner adapters; at most one target may be set."""
+    """Parameters of the NNI pruner adapters. At most one target may be set."""
 
     # Fraction of each layer's output channels that NNI masks, e.g. 0.5.
     sparse_ratio: float | None = None
-    # MACs of the pruned model over the dense MACs; 0.5 when no target is set.
+    # MACs of the pruned model over the dense MACs. It is 0.5 when no target is set.
     target_macs_ratio: float | None = None
     # Parameters of the pruned model over the dense parameters.
     target_params_ratio: float | None = None
@@ -78,7 +78,7 @@ class NNIPruningParams:
     match: str | None = None
     # Relative error of the achieved count that still meets a MACs or parameter target.
     tolerance: float = 0.02
-    # Whether hidden linear layers lose neurons too, not only conv layers filters.
+    # Whether hidden linear layers lose neurons too, besides the filters of conv layers.
     prune_linear: bool = True
 
     def __post_init__(self) -> None:
@@ -89,7 +89,7 @@ class NNIPruningParams:
 class NNIGradientParams(NNIPruningParams):
     """Parameters of NNI pruners that read gradients."""
 
-    # Training batches whose gradients NNI collects; the weights do not change.
+    # Training batches whose gradients NNI collects, without changing the weights.
     training_steps: int = 8
 
     def __post_init__(self) -> None:
@@ -131,7 +131,7 @@ class NNIPruning(Method):
     def build_pruner(
         self, model: nn.Module, config_list: list[dict[str, Any]], ctx: RunContext
     ) -> Any:
-        """Return the NNI pruner bound to ``model``; gradient pruners add an evaluator."""
+        """Return the NNI pruner bound to ``model``. Gradient pruners also get an evaluator."""
         from nni.compression import pruning
 
         return getattr(pruning, self.pruner_class)(model, config_list)
@@ -150,7 +150,7 @@ class NNIPruning(Method):
         excluded = sorted(final_layers(model, example))
 
         def plan_at(ratio: float) -> dict[str, list[int]]:
-            # A fresh pruner per ratio: Taylor's gradient buffers do not outlive compress().
+            # A fresh pruner per ratio, because Taylor's gradient buffers do not outlive compress().
             config = [
                 {"op_types": self.op_types(), "exclude_op_names": excluded, "sparse_ratio": ratio}
             ]
@@ -272,7 +272,7 @@ class _GradientPruning(NNIPruning):
         def training_step(batch, model):
             return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
-        # A learning rate of zero: NNI reads gradients, and the weights stay as trained.
+        # A learning rate of zero lets NNI read gradients while the weights stay as trained.
         optimizer = nni.trace(torch.optim.SGD)(model.parameters(), lr=0.0)
         evaluator = TorchEvaluator(training_func, optimizer, training_step)
         return getattr(pruning, self.pruner_class)(

@@ -1,10 +1,11 @@
 """Structured filter pruning with Torch-Pruning's importance criteria.
 
 Each method scores the output channels of every prunable group, removes the lowest-scoring
-channels physically, and fine-tunes the smaller model. A *group* is what Torch-Pruning's
-``DependencyGraph`` couples to one layer's output channels (Fang et al., "DepGraph: Towards
-Any Structural Pruning", CVPR 2023): the layer, its BatchNorm, the input channels of its
-consumers, and, across a residual addition, every other layer that writes the same tensor.
+channels physically, and fine-tunes the smaller model. A *group* is everything that
+Torch-Pruning's ``DependencyGraph`` couples to one layer's output channels (Fang et al.,
+"DepGraph: Towards Any Structural Pruning", CVPR 2023). It contains the layer, its
+BatchNorm and the input channels of its consumers. Across a residual addition it also
+contains every other layer that writes the same tensor.
 The final classifier's outputs are never pruned.
 
 Criteria, one registered method each (Torch-Pruning 1.6 ``tp.importance`` classes):
@@ -27,9 +28,9 @@ Criteria, one registered method each (Torch-Pruning 1.6 ``tp.importance`` classe
   Sparsity for the Magnitude-based Pruning", ICLR 2021). ``LAMPImportance``.
 - ``filter.random``: uniform random scores, the control every criterion should beat.
 
-With ``scope = "global"`` the scores, divided by their layer mean (LAMP: its own
-normalisation), are ranked across all groups; with ``scope = "layer"`` each group loses the
-same fraction of its channels. Either way a group keeps at least ``1 - max_layer_ratio`` of
+With ``scope = "global"`` the scores are divided by their layer mean (LAMP normalises its
+own way) and ranked across all groups. With ``scope = "layer"`` each group loses the same
+fraction of its channels. Either way a group keeps at least ``1 - max_layer_ratio`` of
 its dense channels and, with ``round_to = r``, a multiple of ``r`` channels. The amount
 removed is ``pruning_ratio`` (a fraction of the dense channels) or is found by bisection so
 that the pruned model meets a MACs or parameter target (see :mod:`methods.targets`).
@@ -84,11 +85,11 @@ SCOPES = ("global", "layer")
 
 @dataclass(frozen=True)
 class FilterPruningParams:
-    """Parameters of structured filter pruning; at most one target may be set."""
+    """Parameters of structured filter pruning. At most one target may be set."""
 
     # Fraction of the dense filters (conv output channels, hidden neurons) removed, e.g. 0.5.
     pruning_ratio: float | None = None
-    # MACs of the pruned model over the dense MACs; 0.5 when no target is set.
+    # MACs of the pruned model over the dense MACs. It is 0.5 when no target is set.
     target_macs_ratio: float | None = None
     # Parameters of the pruned model over the dense parameters.
     target_params_ratio: float | None = None
@@ -96,17 +97,17 @@ class FilterPruningParams:
     match: str | None = None
     # Relative error of the achieved count that still meets a MACs or parameter target.
     tolerance: float = 0.02
-    # "global": rank the normalised scores of all groups together; "layer": same ratio per group.
+    # "global" ranks the normalised scores of all groups together, "layer" prunes each equally.
     scope: str = "global"
-    # Pruning steps; the fine-tuning epochs are shared between them.
+    # Pruning steps, which share the fine-tuning epochs between them.
     iterative_steps: int = 1
     # How the removed amount grows over the steps: "linear" or "cubic".
     schedule: str = "linear"
-    # Channel counts of pruned groups become multiples of this (4, 8 or 16 suit SIMD); 1: any.
+    # Pruned groups keep a multiple of this many channels (4, 8 or 16 suit SIMD); 1 disables it.
     round_to: int = 1
     # The largest fraction of a group's dense channels that may be removed.
     max_layer_ratio: float = 0.9
-    # Whether hidden linear layers lose neurons too, not only conv layers filters.
+    # Whether hidden linear layers lose neurons too, besides the filters of conv layers.
     prune_linear: bool = True
 
     def __post_init__(self) -> None:
@@ -155,7 +156,7 @@ class GroupScores:
 
     root: str
     scores: torch.Tensor
-    # Output channels of the root layer in the dense model; ratios refer to these.
+    # Output channels of the root layer in the dense model, which ratios refer to.
     dense_channels: int
 
     @property
@@ -184,11 +185,11 @@ class FilterPruning(Method):
         }
 
     def importance(self) -> Any:
-        """Return the Torch-Pruning importance object; subclasses override it."""
+        """Return the Torch-Pruning importance object, which each criterion subclass defines."""
         raise NotImplementedError(f"{type(self).__name__} must implement importance()")
 
     def prepare_scores(self, model: nn.Module, ctx: RunContext) -> None:
-        """Prepare the model before scoring, e.g. accumulate gradients; nothing by default."""
+        """Prepare the model before scoring, e.g. accumulate gradients. The default does nothing."""
 
     def after_training(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         params: FilterPruningParams = self.params
@@ -260,9 +261,12 @@ class FilterPruning(Method):
             plan = plan_at(amount)
         else:
             total = dense.macs if target.kind == "macs" else dense.params
-            wanted = total * (1 - (1 - target.ratio) * fraction)
+            target_count = total * (1 - (1 - target.ratio) * fraction)
             found = bisect_amount(
-                lambda a: count_plan(plan_at(a)), wanted, params.max_layer_ratio, params.tolerance
+                lambda a: count_plan(plan_at(a)),
+                target_count,
+                params.max_layer_ratio,
+                params.tolerance,
             )
             amount = found.amount
             plan, refinements = refine_plan(
@@ -270,7 +274,7 @@ class FilterPruning(Method):
                 plan_at(amount),
                 count_plan,
                 costs_of,
-                wanted,
+                target_count,
                 target.kind,
                 params.round_to,
                 params.max_layer_ratio,
@@ -322,7 +326,7 @@ def score_groups(
     prune_linear: bool,
     dense_filters: dict[str, int],
 ) -> list[GroupScores]:
-    """Score every prunable group of ``model``; groups the criterion cannot score are left out."""
+    """Score every prunable group of ``model``, leaving out groups the criterion cannot score."""
     modules = dict(model.named_modules())
     names = {module: name for name, module in modules.items()}
     ignored = [modules[name] for name in final_layers(model, example)]
@@ -347,8 +351,9 @@ def channel_costs(
     """Estimate the MACs and parameters one more removed channel of each root's group saves.
 
     The estimate sums, over the layers the group shrinks, each layer's count divided by its
-    width; it is exact for one channel and ignores that removing many channels of two
-    neighbouring groups saves less than the sum.
+    width. It is exact for one channel. It ignores that removing many channels of two
+    neighbouring groups saves less than the sum, which is why each estimate is checked by an
+    exact count.
     """
     modules = dict(model.named_modules())
     names = {module: name for name, module in modules.items()}
@@ -387,14 +392,17 @@ def _channel_cost(
     return macs, params
 
 
-def round_channels(keep: int, channels: int, round_to: int) -> int:
-    """Round a kept channel count to the nearest multiple of ``round_to``, within ``1..channels``.
+def round_channels(keep: int, channels: int, round_to: int, minimum: int = 1) -> int:
+    """Round a kept channel count to the nearest multiple of ``round_to`` within ``channels``.
 
-    A group with fewer channels than ``round_to`` keeps them all, since no multiple fits.
+    The result is rounded up instead when the nearest multiple is below ``minimum``, and a
+    group with fewer channels than ``round_to`` keeps them all, since no multiple fits.
     """
     if round_to <= 1:
         return keep
     rounded = max(round_to, int(math.floor(keep / round_to + 0.5)) * round_to)
+    if rounded < minimum:
+        rounded = math.ceil(minimum / round_to) * round_to
     if rounded > channels:
         rounded = channels // round_to * round_to
     return rounded if rounded > 0 else channels
@@ -417,7 +425,7 @@ def plan_removal(
     for g in groups:
         floor = max(1, math.ceil(g.dense_channels * (1 - max_layer_ratio)))
         kept = min(g.channels, max(floor, keep[g.root]))
-        kept = round_channels(kept, g.channels, round_to)
+        kept = round_channels(kept, g.channels, round_to, minimum=floor)
         order = torch.argsort(g.scores, stable=True)
         plan[g.root] = sorted(int(i) for i in order[: g.channels - kept])
     return plan
@@ -443,14 +451,14 @@ def refine_plan(
     plan: dict[str, list[int]],
     count_plan: Any,
     costs_of: Any,
-    wanted: float,
+    target_count: float,
     kind: str,
     round_to: int,
     max_layer_ratio: float,
     tolerance: float,
     attempts: int = 6,
 ) -> tuple[dict[str, list[int]], int]:
-    """Close the gap between a plan's count and ``wanted`` by moving a few channels.
+    """Close the gap between a plan's count and ``target_count`` by moving a few channels.
 
     Ranking channels globally moves the count in steps of whole channels, and one channel of
     an early conv layer can cost several percent of the MACs. This step removes further
@@ -462,8 +470,8 @@ def refine_plan(
     best, best_count = plan, count_plan(plan)
     evaluations = 1
     for _ in range(attempts):
-        gap = best_count - wanted
-        if abs(gap) <= wanted * tolerance / 4:
+        gap = best_count - target_count
+        if abs(gap) <= target_count * tolerance / 4:
             break
         costs = {root: cost[0 if kind == "macs" else 1] for root, cost in costs_of(best).items()}
         candidate = _shift_channels(groups, best, gap, costs, round_to, max_layer_ratio)
@@ -471,7 +479,7 @@ def refine_plan(
             break
         count = count_plan(candidate)
         evaluations += 1
-        if abs(count - wanted) >= abs(best_count - wanted):
+        if abs(count - target_count) >= abs(best_count - target_count):
             break
         best, best_count = candidate, count
     return best, evaluations
@@ -490,24 +498,24 @@ def _shift_channels(
     shifted = {root: list(indices) for root, indices in plan.items()}
     remaining = abs(gap)
     changed = False
-    # Coarsest group first, so the fewest channels leave the criterion's ranking; a group
+    # Coarsest group first, so the fewest channels leave the criterion's ranking. A group
     # whose unit would overshoot by more than the gap is skipped in favour of finer ones.
     for g in sorted(groups, key=lambda g: costs[g.root], reverse=True):
         cost = costs[g.root] * unit
         if cost <= 0 or g.channels < unit:
             continue
-        wanted_units = int(math.floor(remaining / cost + 0.5))
-        if wanted_units == 0:
+        needed_units = int(math.floor(remaining / cost + 0.5))
+        if needed_units == 0:
             continue
         removed = set(shifted[g.root])
         order = torch.argsort(g.scores, stable=True).tolist()
         if gap > 0:
             min_keep = max(unit, math.ceil(g.dense_channels * (1 - max_layer_ratio) / unit) * unit)
-            units = min(wanted_units, max(0, (g.channels - len(removed) - min_keep) // unit))
+            units = min(needed_units, max(0, (g.channels - len(removed) - min_keep) // unit))
             extra = [i for i in order if i not in removed][: units * unit]
             shifted[g.root] = sorted(removed | set(extra))
         else:
-            units = min(wanted_units, len(removed) // unit)
+            units = min(needed_units, len(removed) // unit)
             restored = [i for i in reversed(order) if i in removed][: units * unit]
             shifted[g.root] = sorted(removed - set(restored))
         changed = changed or units > 0
@@ -521,7 +529,7 @@ def apply_plan(model: nn.Module, example: torch.Tensor, plan: dict[str, list[int
         return model
     modules = dict(model.named_modules())
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example,), verbose=False)
-    # Each group's root indices refer to the unpruned model; groups share no output channels,
+    # Each group's root indices refer to the unpruned model. Groups share no output channels,
     # so pruning one group leaves the root indices of the others valid.
     for root, indices in plan.items():
         if not indices:

@@ -11,8 +11,8 @@ A pruning run states how much to keep in one of four ways, at most one per run:
 When none is given, the target is :data:`DEFAULT_TARGET_MACS_RATIO`. Unstructured pruning
 compares *nonzero* counts with the dense counts, structured pruning the counts of the
 physically smaller model. A target is met when the achieved count is within ``tolerance``
-(relative, 2% by default) of the target count; otherwise the result row records by how much
-it missed, in ``diagnostics["pruning"]["target"]``.
+(relative, 2% by default) of the target count. The result row records the relative error in
+``diagnostics["pruning"]["target"]``, so a missed target shows by how much it missed.
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ SCHEDULES = ("linear", "cubic")
 
 @dataclass(frozen=True)
 class Target:
-    """What a pruning run aims for: a kept fraction of MACs or parameters, or its own amount."""
+    """The goal of a pruning run: a kept fraction of MACs or parameters, or its own amount."""
 
     # "macs", "params", or "amount" (the method's own sparsity or pruning ratio).
     kind: str
-    # Kept MACs or parameters over the dense ones; for "amount", the fraction removed.
+    # Kept MACs or parameters over the dense ones, or for "amount" the fraction removed.
     ratio: float
-    # Where the ratio came from: a parameter name, "default", or "match:<method>".
+    # Origin of the ratio: a parameter name, "default", or "match:<method>".
     source: str
 
     def count(self, complexity: Complexity, nonzero: bool) -> int:
@@ -63,12 +63,12 @@ class Target:
 
 
 def check_target_fields(params: Any, amount_field: str) -> None:
-    """Validate the target fields of a parameter dataclass; raise ``ValueError`` if invalid.
+    """Validate the target fields of a parameter dataclass, raising ``ValueError`` if invalid.
 
     ``parse_params`` turns the ``ValueError`` into a :class:`MethodError` that names the
     suite entry. ``amount_field`` names the method's own amount, e.g. ``"sparsity"``.
     """
-    given = []
+    set_fields = []
     for name in (amount_field, "target_macs_ratio", "target_params_ratio"):
         value = getattr(params, name)
         if value is None:
@@ -77,7 +77,7 @@ def check_target_fields(params: Any, amount_field: str) -> None:
             raise ValueError(
                 f"{name} = {value!r} is invalid; expected a fraction strictly between 0 and 1"
             )
-        given.append(name)
+        set_fields.append(name)
 
     match = params.match
     if match is not None:
@@ -85,9 +85,11 @@ def check_target_fields(params: Any, amount_field: str) -> None:
             raise ValueError(
                 f"match = {match!r} is invalid; expected a method name such as 'l1l2.across'"
             )
-        given.append("match")
-    if len(given) > 1:
-        raise ValueError(f"{' and '.join(given)} are both set; give at most one target per run")
+        set_fields.append("match")
+    if len(set_fields) > 1:
+        raise ValueError(
+            f"{' and '.join(set_fields)} are both set; give at most one target per run"
+        )
 
     if not 0 < params.tolerance < 1:
         raise ValueError(
@@ -98,7 +100,7 @@ def check_target_fields(params: Any, amount_field: str) -> None:
 def resolve_target(
     params: Any, amount_field: str, references: Mapping[str, Mapping[str, Any]], dense_macs: int
 ) -> Target:
-    """Return the run's target from its parameters; ``match`` reads ``references``.
+    """Return the run's target from its parameters, reading ``references`` for ``match``.
 
     Raises :class:`MethodError` when the matched method has no finished row for this task
     and seed, which happens when it failed or when the suite does not run it.
@@ -155,8 +157,8 @@ def bisect_amount(
 ) -> SearchResult:
     """Find the pruned amount in ``[0, upper]`` whose count is closest to ``target_count``.
 
-    ``count_at(amount)`` returns the kept MACs or parameters after removing ``amount``; it
-    must not increase with ``amount``. The search stops when a count is within a quarter of
+    ``count_at(amount)`` returns the kept MACs or parameters after removing ``amount``, and
+    it must not increase with ``amount``. The search stops when a count is within a quarter of
     ``tolerance`` of the target, or after ``max_evaluations``; the closest amount seen wins.
     """
     best = SearchResult(0.0, math.inf, 0)
@@ -210,7 +212,8 @@ def split_epochs(available: int, steps: int) -> int:
 
     With ``available`` fine-tuning epochs and ``steps`` steps, each of the first
     ``steps - 1`` steps is followed by ``available // steps`` epochs, and the fine-tuning
-    phase gets the rest. Fewer epochs than steps give 0: the steps then prune back to back.
+    phase gets the rest. With fewer epochs than steps this is 0, and the steps prune back to
+    back.
     """
     return max(0, available) // steps
 
@@ -220,8 +223,8 @@ def target_report(
 ) -> dict[str, Any]:
     """Describe how well ``achieved`` meets ``target``, for ``diagnostics["pruning"]["target"]``.
 
-    ``error`` is the achieved count over the target count, minus one: ``+0.031`` means 3.1%
-    more MACs (or parameters) kept than the target asked for.
+    ``error`` is the achieved count over the target count, minus one. For example ``+0.031``
+    means that 3.1% more MACs (or parameters) are kept than the target requests.
     """
     macs = achieved.nonzero_macs if nonzero else achieved.macs
     params = achieved.nonzero_params if nonzero else achieved.params

@@ -51,6 +51,11 @@ def test_round_channels(keep: int, channels: int, round_to: int, expected: int) 
     assert round_channels(keep, channels, round_to) == expected
 
 
+def test_round_channels_respects_minimum() -> None:
+    assert round_channels(11, 130, 8) == 8
+    assert round_channels(11, 130, 8, minimum=11) == 16
+
+
 def test_global_plan_ranks_across_groups() -> None:
     groups = [
         GroupScores("a", torch.tensor([0.1, 0.2, 3.0, 4.0]), 4),
