@@ -16,7 +16,7 @@ Figures, per task:
 - ``sweep-PARAM``: for methods that ran several values of one numeric parameter (a λ sweep),
   the test metric and the fraction of conv filters kept against that value, and the metric
   against the filters kept.
-- ``latency-threads``: p50 latency per device against the thread count, each method beside
+- ``latency-threads``: p50 latency per method, device and thread count as bars, each beside
   its roofline lower bound.
 - ``search-pareto``: the Pareto front that each architecture-search row stored.
 """
@@ -208,7 +208,7 @@ def _si(value: float) -> str:
 
 
 def _readable_log_axis(axis, suffix: str = "") -> None:
-    """Ticks at 1, 2 and 5 per decade, labelled 400k or 2× rather than 4×10⁵."""
+    """Set ticks at 1, 2 and 5 per decade, labelled 400k or 2× rather than 4×10⁵."""
     axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: _si(value) + suffix))
     axis.set_minor_formatter(ticker.NullFormatter())
@@ -228,6 +228,25 @@ def _dense_band(ax: Axes, dense: MethodSummary | None, scale: float) -> None:
             linewidth=0,
             label="dense 95% interval",
         )
+
+
+def _clamp_metric_axis(ax: Axes, means: list[float], halves: list[float], scale: float) -> None:
+    """Fit the metric axis to the points, so intervals from few seeds cannot squash them.
+
+    With two seeds t(0.975, 1) is 12.7, and an interval can span hundreds of points. The axis
+    keeps at most one data span beyond the means, and stays within [0, 100] for percentages,
+    so a longer error bar runs off the axis instead.
+    """
+    if not means:
+        return
+    low = min(m - h for m, h in zip(means, halves, strict=True))
+    high = max(m + h for m, h in zip(means, halves, strict=True))
+    span = max(max(means) - min(means), 0.01 * scale)
+    low, high = max(low, min(means) - span), min(high, max(means) + span)
+    if scale == 100.0:
+        low, high = max(low, 0.0), min(high, 100.0)
+    pad = 0.05 * (high - low) or 0.5
+    ax.set_ylim(low - pad, high + pad)
 
 
 def _draw_front(ax: Axes, costs: list[float], scores: list[float]) -> None:
@@ -280,11 +299,12 @@ def _tradeoff_figure(
 
     fig, ax = plt.subplots(figsize=(8.5, 5.0))
     _dense_band(ax, report.dense, scale)
-    costs, scores = [], []
+    costs, scores, halves = [], [], []
     for s in members:
         cost = _cost(s, axis)
         costs.append(cost.mean)
         scores.append(scale * s.test.mean)
+        halves.append(scale * _half_width(s.test))
         ax.errorbar(
             cost.mean,
             scale * s.test.mean,
@@ -298,6 +318,7 @@ def _tradeoff_figure(
             zorder=3,
         )
     _draw_front(ax, costs, scores)
+    _clamp_metric_axis(ax, scores, halves, scale)
     ax.set_xscale("log")
     _readable_log_axis(ax.xaxis)
     ax.set_xlabel(f"{'MACs per inference' if axis == 'macs' else 'parameters'} (log scale)")
@@ -348,7 +369,7 @@ def _latency_tradeoff_figure(
     )
     for ax, device in zip(axes[0], devices, strict=True):
         _dense_band(ax, report.dense, scale)
-        costs, scores = [], []
+        costs, scores, halves = [], [], []
         emulated = False
         for s in report.summaries:
             entry = _headline_latency(s, device)
@@ -358,6 +379,7 @@ def _latency_tradeoff_figure(
             p50_ms = entry.p50_us.mean / 1000.0
             costs.append(p50_ms)
             scores.append(scale * s.test.mean)
+            halves.append(scale * _half_width(s.test))
             xerr = entry.p50_us.std / 1000.0 if entry.p50_us.has_spread else None
             ax.errorbar(
                 p50_ms,
@@ -372,6 +394,7 @@ def _latency_tradeoff_figure(
                 zorder=3,
             )
         _draw_front(ax, costs, scores)
+        _clamp_metric_axis(ax, scores, halves, scale)
         ax.set_xscale("log")
         _readable_log_axis(ax.xaxis)
         threads = min(
@@ -493,9 +516,12 @@ def _one_sweep_figure(
     all_values = [v for sweep in sweeps for v in sweep.values]
     log_x = min(all_values) > 0 and max(all_values) / min(all_values) >= 10
 
+    all_means, all_errors = [], []
     for colour, sweep in zip(palette, sweeps, strict=True):
         means = [scale * s.test.mean for s in sweep.summaries]
         errors = [scale * _half_width(s.test) for s in sweep.summaries]
+        all_means += means
+        all_errors += errors
         kept = [conv_filters(s) for s in sweep.summaries]
         if dense_filters:
             kept = [None if k is None else k / dense_filters for k in kept]
@@ -512,6 +538,8 @@ def _one_sweep_figure(
                 xs, ys, yerr=es, marker="o", capsize=3, color=colour, label=sweep.name
             )
 
+    for ax in (ax_metric, ax_trade):
+        _clamp_metric_axis(ax, all_means, all_errors, scale)
     kept_label = "fraction of dense's conv filters kept" if dense_filters else "conv filters kept"
     for ax in (ax_metric, ax_filters):
         ax.set_xlabel(f"{parameter}" + (" (log scale)" if log_x else ""))
@@ -534,88 +562,78 @@ def _one_sweep_figure(
 def _latency_threads_figure(
     report: TaskReport, output_dir: Path, formats: Sequence[str]
 ) -> list[FigureFile]:
+    """Draw p50 as grouped bars: a group per method, a bar per thread count, bounds as ticks."""
     devices = _devices(report)
     if not devices:
         return []
-    colours = _colours(report)
+    methods = [s for s in report.summaries if s.latency]
+    threads = sorted({e.threads for s in methods for e in s.latency})
+    height = 1.8 + len(methods) * (0.16 * len(threads) + 0.12)
     fig, axes = plt.subplots(
-        1, len(devices), figsize=(5.5 * len(devices) + 3.0, 5.0), squeeze=False
+        1, len(devices), figsize=(5.0 * len(devices) + 3.5, height), squeeze=False, sharey=True
     )
-    entries_drawn = 0
     for ax, device in zip(axes[0], devices, strict=True):
-        emulated, cores = False, set()
-        threads_seen: set[int] = set()
-        for s in report.summaries:
-            entries = sorted((e for e in s.latency if e.device == device), key=lambda e: e.threads)
-            if not entries:
-                continue
-            emulated = emulated or any(e.emulated for e in entries)
-            threads = [e.threads for e in entries]
-            threads_seen.update(threads)
-            p50 = [e.p50_us.mean for e in entries]
-            errors = [_half_width(e.p50_us) for e in entries]
-            ax.errorbar(
-                threads,
-                p50,
-                yerr=errors,
-                marker="o",
-                capsize=3,
-                color=colours.get(s.label),
-                label=s.label,
-            )
-            entries_drawn += 1
-            bounds = [(e.threads, e.bound_us) for e in entries if e.bound_us]
-            if bounds:
-                cores.update(f"{e.bound_core} ({e.bound_source})" for e in entries if e.bound_us)
-                ax.plot(
-                    *zip(*bounds, strict=True),
-                    linestyle="--",
-                    marker="_",
-                    markersize=12,
-                    linewidth=0.9,
-                    alpha=0.8,
-                    color=colours.get(s.label),
-                )
-        ax.set_yscale("log")
-        _readable_log_axis(ax.yaxis)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(threads_seen))
-        ax.set_xticklabels([str(t) for t in sorted(threads_seen)])
-        ax.set_xlabel("intra-op threads")
-        ax.set_ylabel("p50 latency (µs, log scale)")
-        roof = (
-            f"; dashed: roofline bound, {', '.join(sorted(cores))}"
-            if cores
-            else "; no roofline bound"
-        )
-        ax.set_title(f"{device}{' (EMULATION)' if emulated else ''}{roof}", fontsize="small")
-    if entries_drawn == 0:
-        plt.close(fig)
-        return []
-    if any(entry.bound_us for s in report.summaries for entry in s.latency):
-        axes[0][0].plot(
-            [],
-            [],
-            color="0.3",
-            linestyle="--",
-            marker="_",
-            label="roofline bound (method's colour)",
-        )
+        _latency_bars(ax, device, methods, threads)
+    axes[0][0].invert_yaxis()  # the panels share this axis: first method on top, in every panel
+    fig.subplots_adjust(top=1.0 - 0.9 / height)
     _figure_legend(fig, axes[0])
     fig.suptitle(
-        f"{report.task}: latency per device and thread count "
+        f"{report.task}: p50 latency per device and thread count "
         "(error bars: 95% t-interval over seeds)"
     )
-    return [
-        _save(
-            fig,
-            report,
-            "latency-threads",
-            "Latency per device and thread count",
-            output_dir,
-            formats,
+    title = "Latency per device and thread count, beside the roofline bound"
+    return [_save(fig, report, "latency-threads", title, output_dir, formats)]
+
+
+def _latency_bars(ax: Axes, device: str, methods: list[MethodSummary], threads: list[int]) -> None:
+    """Draw one device's panel: a bar per method and thread count, the bound as a black tick."""
+    palette = sns.color_palette("crest", len(threads))
+    height = 0.8 / len(threads)
+    emulated, cores, values = False, set(), []
+    for row, summary in enumerate(methods):
+        by_threads = {e.threads: e for e in summary.latency if e.device == device}
+        for slot, count in enumerate(threads):
+            entry = by_threads.get(count)
+            if entry is None:
+                continue
+            y = row - 0.4 + height * (slot + 0.5)
+            _latency_bar(ax, entry, y, height, palette[slot])
+            emulated = emulated or entry.emulated
+            values.append(entry.p50_us.mean)
+            if entry.bound_us:
+                cores.add(f"{entry.bound_core}, {entry.bound_source} core")
+                values.append(entry.bound_us)
+
+    ax.set_yticks(range(len(methods)))
+    ax.set_yticklabels([s.label for s in methods])
+    ax.set_xscale("log")
+    if values:
+        ax.set_xlim(min(values) / 1.6, max(values) * 1.6)
+    _readable_log_axis(ax.xaxis)
+    ax.set_xlabel("p50 latency (µs, log scale)")
+
+    bound = f"roofline bound: {', '.join(sorted(cores))}" if cores else "no roofline bound"
+    timing = " (EMULATION, not device timing)" if emulated else ""
+    ax.set_title(f"{device}{timing}\n{bound}", fontsize="small")
+
+
+def _latency_bar(ax: Axes, entry, y: float, height: float, colour) -> None:
+    mean, half = entry.p50_us.mean, _half_width(entry.p50_us)
+    # A log axis cannot show an interval reaching below zero, so its low end is clipped.
+    low = min(half, mean * 0.95)
+    ax.barh(y, mean, height=height, color=colour, label=f"{entry.threads} thread(s)")
+    ax.errorbar(mean, y, xerr=[[low], [half]], color="0.25", capsize=2, linewidth=0.8)
+    if entry.bound_us:
+        ax.plot(
+            entry.bound_us,
+            y,
+            marker="|",
+            markersize=9,
+            markeredgewidth=2,
+            color="black",
+            linestyle="none",
+            label="roofline bound",
         )
-    ]
 
 
 def _search_figure(

@@ -174,7 +174,7 @@ def _index_markdown(reports: list[TaskReport], formats: set[str]) -> str:
     if "html" in formats:
         lines += ["All tables and figures on one page: [report.html](report.html).", ""]
     if not reports:
-        lines.append("This results folder holds no rows.")
+        lines.append("This results folder contains no rows.")
     for report in reports:
         ok = sum(s.n for s in report.summaries)
         lines.append(

@@ -76,7 +76,7 @@ def render_html(
         links = " ".join(f'<a href="#{_anchor(r.task)}">{html.escape(r.task)}</a>' for r in reports)
         parts.append(f"<nav>{links}</nav>")
     if not reports:
-        parts.append("<p>This results folder holds no rows.</p>")
+        parts.append("<p>This results folder contains no rows.</p>")
     for report in reports:
         parts.extend(_task_section(report, figures.get(report.task, [])))
     parts += ["</body>", "</html>", ""]

@@ -130,6 +130,7 @@ def summarise_rows(
     for key, members in sorted(by_task.items()):
         ok = [row for row in members if row.get("status") == STATUS_OK and _has_test_metric(row)]
         failed = [row for row in members if row.get("status") != STATUS_OK]
+        failed.sort(key=lambda row: (str(row.get("label")), row["identity"]["seed"]))
         broken = [
             row for row in members if row.get("status") == STATUS_OK and not _has_test_metric(row)
         ]

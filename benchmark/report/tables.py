@@ -330,7 +330,8 @@ def _markdown_search_fronts(report: TaskReport) -> list[str]:
             label = _markdown_cell(front.label)
             for cost, score in sorted(front.points):
                 chosen = "yes" if front.selected == (cost, score) else ""
-                lines.append(f"| {label} | {front.seed} | {cost:,.6g} | {score:.4f} | {chosen} |")
+                cost_text = f"{cost:,.0f}" if abs(cost) >= 1000 else f"{cost:.4g}"
+                lines.append(f"| {label} | {front.seed} | {cost_text} | {score:.4f} | {chosen} |")
     return lines
 
 
