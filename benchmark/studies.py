@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from benchmark.budget import Budget
-from benchmark.errors import ConfigError, DataError, MethodError
+from benchmark.errors import ConfigError, DataError, MethodError, TrainingDivergedError
 from benchmark.measure.complexity import Complexity, count_complexity
 from benchmark.tasks.registry import Task, TaskSpec
 from benchmark.training import Harness, TrainingConfig
@@ -248,13 +248,16 @@ def stratified_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tens
 class ProxyResult:
     """What one proxy training returns."""
 
-    model: nn.Module
+    # None when training diverged.
+    model: nn.Module | None
+    # The validation metric, or 0 when training diverged.
     val_metric: float
     # Passes over the full training split that the proxy cost: proxy epochs x subset fraction.
     epochs: float
-    complexity: Complexity
+    complexity: Complexity | None
     train_size: int
     test_reads: int
+    diverged: bool = False
 
 
 class ProxyTrainer:
@@ -339,11 +342,19 @@ class ProxyTrainer:
             workdir=self.workdir / name,
             cache_dir=self.cache_dir / "proxies",
         )
-        outcome = harness.run()
+        share = len(task.data.train_y) / self.full_train_size
+        try:
+            outcome = harness.run()
+        except TrainingDivergedError as error:
+            # A diverging setting is a poor trial, not a failed study; its epochs still count.
+            logger.warning("proxy %s diverged: %s", name, error)
+            epochs = harness.ledger.epochs * share
+            return ProxyResult(
+                None, 0.0, epochs, None, len(task.data.train_y), harness.test_reads, True
+            )
         model = outcome.model.eval()
         val_metric = harness.evaluate(model, "val")
         complexity = count_complexity(model, harness.example_input(1))
-        share = len(task.data.train_y) / self.full_train_size
         return ProxyResult(
             model,
             val_metric,

@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 # The chosen trial may lose at most this much validation metric against the best trial.
 ACCURACY_TOLERANCE = 0.01
+# The cost objective of a trial whose training diverged: above any real MAC count.
+DIVERGED_COST = 1e18
 # From this many trials on, NSGA-II replaces multi-objective TPE.
 NSGA2_FROM_TRIALS = 32
 
@@ -151,9 +153,15 @@ class TuningStudy:
                 self.build_method(chosen), self.budget, self.fraction, name=f"tuning{trial.number}"
             )
             trial.set_user_attr("epochs", result.epochs)
-            trial.set_user_attr("nonzero_macs", result.complexity.nonzero_macs)
             trial.set_user_attr("test_reads", result.test_reads)
-            return result.val_metric, float(result.complexity.nonzero_macs)
+            trial.set_user_attr("diverged", result.diverged)
+            # A diverged trial gets the worst score and a cost that any other trial beats.
+            cost = (
+                DIVERGED_COST
+                if result.complexity is None
+                else float(result.complexity.nonzero_macs)
+            )
+            return result.val_metric, cost
 
         return objective
 
@@ -223,6 +231,7 @@ def _record(study: TuningStudy, report: Any, budget: Budget) -> dict[str, Any]:
             "nonzero_macs": int(trial.values[1]),
             "epochs": trial.user_attrs["epochs"],
             "test_reads": trial.user_attrs.get("test_reads", 0),
+            "diverged": trial.user_attrs.get("diverged", False),
         }
         for trial in report.complete
     ]

@@ -307,6 +307,7 @@ class WidthSearchStudy:
             )
             trial.set_user_attr("epochs", result.epochs)
             trial.set_user_attr("test_reads", result.test_reads)
+            trial.set_user_attr("diverged", result.diverged)
             return result.val_metric, cost
 
         return objective

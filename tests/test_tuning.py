@@ -12,6 +12,7 @@ import torch
 from support import tiny_suite_table
 from torch import nn
 
+from benchmark.budget import Budget
 from benchmark.config import parse_suite
 from benchmark.errors import DataError
 from benchmark.results import ResultStore
@@ -171,3 +172,23 @@ def test_proxy_task_seals_test_split() -> None:
     assert set(proxy.data.train_y.tolist()) == set(range(10))
     with pytest.raises(DataError, match="sealed"):
         _ = proxy.data.test_x
+
+
+class Diverges(Method):
+    """A test method whose penalty is NaN, so its training diverges."""
+
+    name = "test.diverges"
+    summary = "test method that diverges"
+
+    def penalty(self, model: nn.Module, ctx: RunContext) -> torch.Tensor:
+        return torch.tensor(float("nan"))
+
+
+def test_proxy_divergence_is_poor_trial(tmp_path: Path) -> None:
+    task = load_task(TaskSpec("lenet5-mnist-sample", train_limit=200))
+    trainer = ProxyTrainer(task, TrainingConfig(progress=False), 0, tmp_path)
+    result = trainer.train(Diverges(), Budget(epochs=1), 0.25)
+    assert result.diverged
+    assert result.val_metric == 0.0
+    assert result.model is None
+    assert result.epochs == pytest.approx(0.25)
