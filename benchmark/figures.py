@@ -230,15 +230,19 @@ def _dense_band(ax: Axes, dense: MethodSummary | None, scale: float) -> None:
         )
 
 
-def _clamp_metric_axis(ax: Axes, means: list[float], halves: list[float], scale: float) -> None:
+def _clamp_metric_axis(
+    ax: Axes, means: list[float], halves: list[float], scale: float, dense: MethodSummary | None
+) -> None:
     """Fit the metric axis to the points, so intervals from few seeds cannot squash them.
 
     With two seeds t(0.975, 1) is 12.7, and an interval can span hundreds of points. The axis
-    keeps at most one data span beyond the means, and stays within [0, 100] for percentages,
-    so a longer error bar runs off the axis instead.
+    shows dense's mean and at most one data span beyond the means, within [0, 100] for
+    percentages, so a longer error bar runs off the axis instead.
     """
     if not means:
         return
+    if dense is not None:
+        means, halves = [*means, scale * dense.test.mean], [*halves, 0.0]
     low = min(m - h for m, h in zip(means, halves, strict=True))
     high = max(m + h for m, h in zip(means, halves, strict=True))
     span = max(max(means) - min(means), 0.01 * scale)
@@ -318,7 +322,7 @@ def _tradeoff_figure(
             zorder=3,
         )
     _draw_front(ax, costs, scores)
-    _clamp_metric_axis(ax, scores, halves, scale)
+    _clamp_metric_axis(ax, scores, halves, scale, report.dense)
     ax.set_xscale("log")
     _readable_log_axis(ax.xaxis)
     ax.set_xlabel(f"{'MACs per inference' if axis == 'macs' else 'parameters'} (log scale)")
@@ -394,7 +398,7 @@ def _latency_tradeoff_figure(
                 zorder=3,
             )
         _draw_front(ax, costs, scores)
-        _clamp_metric_axis(ax, scores, halves, scale)
+        _clamp_metric_axis(ax, scores, halves, scale, report.dense)
         ax.set_xscale("log")
         _readable_log_axis(ax.xaxis)
         threads = min(
@@ -539,7 +543,7 @@ def _one_sweep_figure(
             )
 
     for ax in (ax_metric, ax_trade):
-        _clamp_metric_axis(ax, all_means, all_errors, scale)
+        _clamp_metric_axis(ax, all_means, all_errors, scale, dense)
     kept_label = "fraction of dense's conv filters kept" if dense_filters else "conv filters kept"
     for ax in (ax_metric, ax_filters):
         ax.set_xlabel(f"{parameter}" + (" (log scale)" if log_x else ""))
