@@ -20,6 +20,7 @@ from benchmark.tasks.dense_formats import (
     load_voc_segmentation,
 )
 from benchmark.tasks.dense_tasks import split_dense
+from benchmark.tasks.registry import TaskSpec, load_task
 
 # -- fixture writers -----------------------------------------------------------------------
 
@@ -367,3 +368,35 @@ def test_split_dense_too_few_images_rejected(tmp_path: Path) -> None:
     # The image with only a crowd box has no listed class, which leaves 2 images.
     with pytest.raises(DataError, match="2 usable images"):
         split_dense(dataset, kind="detection", classes=[1, 0])
+
+
+# -- the registered tasks on these fixtures ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task_name", "writer"),
+    [
+        ("segnet-voc", lambda root: write_voc_segmentation(root, count=5)),
+        ("griddet-voc", lambda root: write_voc_detection(root, count=5)),
+        ("griddet-coco", write_coco),
+        ("hourglass-face-parsing", lambda root: write_face_parsing(root, count=5)),
+    ],
+)
+def test_disk_task_trains_one_step(tmp_path: Path, task_name: str, writer) -> None:
+    writer(tmp_path)
+    task = load_task(TaskSpec(task_name, data_dir=str(tmp_path)))
+    assert task.input_shape == (3, 128, 128)
+    model = task.build_model(width_mult=0.25)
+    outputs = model(task.data.train_x)
+    loss = task.loss(outputs, task.data.train_y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    metric = task.new_metric()
+    with torch.no_grad():
+        metric.update(model.eval()(task.data.test_x), task.data.test_y)
+    assert 0.0 <= metric.compute() <= 1.0
+
+
+def test_disk_task_without_data_dir_rejected() -> None:
+    with pytest.raises(DataError, match="needs data_dir"):
+        load_task(TaskSpec("griddet-voc"))
