@@ -44,6 +44,7 @@ __all__ = [
     "final_layers",
     "following_batchnorms",
     "mask_filters",
+    "plan_threshold",
     "prunable_modules",
     "remove_filters",
     "threshold_plan",
