@@ -3,7 +3,7 @@
 ``search`` runs a suite like ``run`` does, with every Optuna study of the suite (architecture
 search runs, and hyperparameter tuning when ``budget.tuning_trials`` is above 0) worked on by
 ``--workers`` local processes that share one storage. ``search-worker`` joins one study as a
-single worker, from this machine or another that sees the same results folder and storage.
+single worker, from this machine or another that reads the same results folder and storage.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     worker = subparsers.add_parser(
         "search-worker",
         help="join one Optuna study as a worker",
-        description="Run trials of one study until it holds its number of complete trials. Give "
+        description="Run trials of one study until it contains its number of complete trials. Give "
         "the job file that 'compressbench search' wrote, or the storage and the study name.",
     )
     worker.add_argument(

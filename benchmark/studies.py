@@ -1,6 +1,6 @@
 """Optuna studies shared by architecture search and hyperparameter tuning.
 
-This module holds what both need:
+This module contains what both need:
 
 - storage: a SQLite file next to the results by default, any SQLAlchemy URL that Optuna's
   ``RDBStorage`` accepts (``postgresql://``, ``mysql://``), or a ``JournalStorage`` file;
@@ -81,7 +81,7 @@ MAX_RETRIES = 3
 
 @dataclass
 class StudySettings:
-    """Where studies live and how many local processes work on each."""
+    """Storage of the studies of this process, and local worker processes per study."""
 
     # None: a SQLite file ``optuna.db`` in the results folder. Otherwise a SQLAlchemy URL,
     # ``journal:PATH``, or a path ending in ``.log`` or ``.jsonl`` for a JournalStorage file.
@@ -246,7 +246,7 @@ def stratified_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tens
 
 @dataclass
 class ProxyResult:
-    """What one proxy training returns."""
+    """The outcome of one proxy training."""
 
     # None when training diverged.
     model: nn.Module | None
@@ -373,7 +373,7 @@ def _freeze(value: Any) -> Any:
 
 
 class StudyBuilder(Protocol):
-    """What a study needs from search or tuning: directions, a sampler and an objective."""
+    """The part of search or tuning that a study needs: directions, a sampler and an objective."""
 
     def study_directions(self) -> tuple[str, ...]: ...
 
@@ -485,10 +485,6 @@ def _recover_dead_trials(study: optuna.Study) -> int:
     return recovered
 
 
-class _Surplus(Exception):
-    """Raised inside a trial that another worker's trials already make unnecessary."""
-
-
 def _claims_slot(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
     """Return whether ``trial`` is among the first ``n_trials`` live trials, by number.
 
@@ -521,8 +517,8 @@ def work_on_study(
 ) -> int:
     """Run trials until the study has ``n_trials`` complete ones; return how many ran here.
 
-    With ``wait`` False the worker stops as soon as the remaining trials are held by others;
-    with ``wait`` True it waits for them and takes over any that fail or go stale.
+    With ``wait`` False, the worker stops as soon as other workers run the remaining trials.
+    With ``wait`` True, it waits for them and takes over any that fail or go stale.
     """
     import optuna
 
@@ -534,7 +530,9 @@ def work_on_study(
         trial.set_user_attr("owner", _owner_id())
         if not _claims_slot(study, trial, n_trials):
             trial.set_user_attr("surplus", True)
-            raise optuna.TrialPruned("surplus trial: the study already holds enough trials")
+            raise optuna.TrialPruned(
+                f"surplus trial: earlier trials already fill the {n_trials} slots"
+            )
         values = objective(trial)
         ran += 1
         return values

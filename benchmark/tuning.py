@@ -172,7 +172,7 @@ def tune_before_run(
     """Tune ``method`` when the suite budgets trials and the method has a search space.
 
     Returns the method to train for the row, with the chosen values, and the tuning record
-    for the row; returns ``method`` unchanged and None when there is nothing to tune.
+    for the row. When there is nothing to tune, returns ``method`` unchanged and None.
     """
     trials = suite.budget.tuning_trials
     if trials == 0:
