@@ -410,6 +410,7 @@ class NetworkSlimming(FilterRegulariser):
     Params = SlimmingParams
     lam_range = (1e-6, 1e-2)
     score_name = "batchnorm_abs_gamma"
+    requires_batchnorm = True
     summary = "network slimming, L1 on BN scales (Liu et al., ICCV 2017); needs BatchNorm"
 
     def __init__(self, params: Any = None) -> None:
@@ -429,7 +430,7 @@ class NetworkSlimming(FilterRegulariser):
             raise MethodError(
                 "method 'slimming' needs a BatchNorm with affine scales after the penalised "
                 f"layers, and {type(model).__name__} has none; use it on models with BatchNorm "
-                "such as vgg16 or resnet56"
+                "such as lenet5-bn, vgg16 or resnet56"
             )
         # Only layers with a BatchNorm have a scale to penalise and threshold.
         self._layers = {name: self._layers[name] for name in self._batchnorms}

@@ -15,7 +15,7 @@ from torch import nn
 from benchmark.budget import Budget, BudgetLedger
 from benchmark.errors import MethodError
 from benchmark.runner import SuiteRunner
-from benchmark.tasks.models import VGG16, LeNet5
+from benchmark.tasks.models import VGG16, LeNet5, LeNet5BN
 from methods.base import Family, RunContext, parse_params
 from methods.registry import get_method
 from methods.regularisers import (
@@ -268,6 +268,14 @@ def test_slimming_thresholds_batchnorm_scales(tmp_path: Path) -> None:
     assert ctx.diagnostics["threshold"]["score"] == "batchnorm_abs_gamma"
     assert model.features[0].out_channels == 8 - 3
     assert model.features[1].num_features == 8 - 3
+
+
+def test_slimming_penalises_lenet5_bn(tmp_path: Path) -> None:
+    method = _method("slimming")
+    ctx = _context(tmp_path, (1, 28, 28))
+    method.before_training(LeNet5BN(), ctx)
+    assert ctx.diagnostics["penalised_layers"] == ["features.0", "features.3"]
+    assert get_method("slimming").requires_batchnorm
 
 
 def test_slimming_rejects_model_without_batchnorm(tmp_path: Path) -> None:
