@@ -217,6 +217,15 @@ def test_detection_run_rows(tmp_path: Path) -> None:
             }
         ],
         "methods": [{"name": "dense"}],
+        "profile": {
+            "devices": ["local"],
+            "threads": [1],
+            "warmup_runs": 2,
+            "warmup_seconds": 0.05,
+            "min_queries": 10,
+            "min_seconds": 0.1,
+            "top_operators": 0,
+        },
     }
     suite = parse_suite(table, tmp_path / "suite.toml")
     assert SuiteRunner(suite, tmp_path / "out").run()["ok"] == 1
@@ -228,8 +237,10 @@ def test_detection_run_rows(tmp_path: Path) -> None:
     assert row["task_info"]["kind"] == "detection"
     assert row["task_info"]["num_classes"] == 2
     assert row["task_info"]["class_names"] == ["3", "8"]
-    assert row["task_info"]["latency_budget"] == {
-        "budget_ms": 50.0,
-        "device": "local",
-        "meets_latency_budget": None,
-    }
+    verdict = row["task_info"]["latency_budget"]
+    assert verdict["budget_ms"] == 50.0
+    assert verdict["device"] == "local"
+    assert verdict["threads"] == "1"
+    p50_ms = row["latency"]["local"]["threads"]["1"]["p50_us"] / 1000
+    assert verdict["p50_ms"] == pytest.approx(p50_ms)
+    assert verdict["meets_latency_budget"] is (p50_ms <= 50.0)
