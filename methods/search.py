@@ -121,6 +121,19 @@ def width_range(
     return high - step * count, high, step
 
 
+def _earlier_trial(trial: optuna.Trial, widths: list[int]) -> optuna.trial.FrozenTrial | None:
+    """Return a complete trial of the same study that trained ``widths``, or None."""
+    from optuna.trial import TrialState
+
+    for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if (
+            earlier.user_attrs.get("widths") == widths
+            and earlier.user_attrs.get("constraint", [0])[0] <= 0
+        ):
+            return earlier
+    return None
+
+
 def _constraint_values(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
     # Values above 0 mark the trial infeasible; the objective stores them before returning.
     return trial.user_attrs.get("constraint", (0.0,))
@@ -301,6 +314,15 @@ class WidthSearchStudy:
                 # Over the cap: recorded without training, so the budget goes to feasible ones.
                 trial.set_user_attr("epochs", 0.0)
                 return 0.0, cost
+
+            earlier = _earlier_trial(trial, widths)
+            if earlier is not None:
+                # A sampler may propose an architecture again; its proxy result is reused.
+                trial.set_user_attr(
+                    "duplicate_of", earlier.user_attrs.get("duplicate_of", earlier.number)
+                )
+                trial.set_user_attr("epochs", 0.0)
+                return float(earlier.values[0]), cost
 
             result = trainer.train(
                 Dense(), Budget(epochs=epochs), fraction, {"widths": widths}, f"trial{trial.number}"
@@ -516,6 +538,7 @@ def trial_table(
                 "latency_ms": attrs.get("latency_ms"),
                 "epochs": attrs["epochs"],
                 "feasible": attrs["constraint"][0] <= 0,
+                "duplicate_of": attrs.get("duplicate_of"),
                 "pareto": False,
                 "selected": False,
             }
@@ -526,8 +549,10 @@ def trial_table(
             f"nas.widths: none of the {len(rows)} architectures satisfies the cost cap; raise "
             "max_macs or max_latency_ms, or lower min_width_ratio"
         )
-    points = [(rows[i]["val_metric"], rows[i]["cost"]) for i in feasible]
-    front = [feasible[i] for i in pareto_front(points)]
+    # Repeats of an architecture share its point; only the first trial of it joins the front.
+    candidates = [i for i in feasible if rows[i]["duplicate_of"] is None]
+    points = [(rows[i]["val_metric"], rows[i]["cost"]) for i in candidates]
+    front = [candidates[i] for i in pareto_front(points)]
     for i in front:
         rows[i]["pareto"] = True
     all_points = [(row["val_metric"], row["cost"]) for row in rows]

@@ -168,6 +168,8 @@ def test_search_reports_pareto_table(search_row: dict) -> None:
     assert table.startswith("| trial | widths |")
     assert table.count("\n") == 2 + len(diagnostics["pareto_front"])
     assert [row["trial"] for row in diagnostics["trials"] if row["pareto"]]
+    front_widths = [tuple(point["widths"]) for point in diagnostics["pareto_front"]]
+    assert len(front_widths) == len(set(front_widths))
     assert (
         search_row["_output"] / "work" / search_row["run_id"] / "pareto.md"
     ).read_text() == table
@@ -424,3 +426,20 @@ def test_search_latency_objective(tmp_path: Path) -> None:
         for point in diagnostics["pareto_front"]
     )
     assert diagnostics["selected"]["cost"] == diagnostics["selected"]["latency_ms"]
+
+
+def test_search_reuses_repeated_architecture(tmp_path: Path) -> None:
+    task = load_task(TaskSpec("lenet5-mnist-sample", train_limit=200))
+    trainer = ProxyTrainer(task, TrainingConfig(threads=1, progress=False), 0, tmp_path)
+    builder = WidthSearchStudy(WidthSearchParams(trials=2), n_trials=2, search_epochs=1)
+    study = optuna.create_study(directions=list(builder.study_directions()))
+    widths = {"width_conv1": 5, "width_conv2": 8, "width_fc1": 59}
+    study.enqueue_trial(widths)
+    study.enqueue_trial(widths)
+    study.optimize(builder.make_objective(trainer), n_trials=2)
+
+    first, second = study.trials
+    assert first.user_attrs["epochs"] > 0
+    assert second.user_attrs["duplicate_of"] == 0
+    assert second.user_attrs["epochs"] == 0.0
+    assert second.values == first.values
