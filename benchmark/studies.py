@@ -624,6 +624,7 @@ def _run_children(job: StudyJob, workers: int) -> None:
         "--job",
         str(job.path().resolve()),
     ]
+    # The working directory goes first, so children of a source checkout import its code.
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
