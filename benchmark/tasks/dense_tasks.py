@@ -155,8 +155,9 @@ def split_scenes(
         parts[split] = DenseDataset(
             pool.name, scenes.images, scenes.masks, scenes.boxes, (), pool.source
         )
-    names = tuple(pool.class_names[c] for c in (classes or range(pool.num_classes)))
-    return _to_split_data(parts, kind, names, max_boxes=config.max_objects)
+    chosen_classes = tuple(classes or range(pool.num_classes))
+    names = tuple(pool.class_names[c] for c in chosen_classes)
+    return _to_split_data(parts, kind, names, chosen_classes, max_boxes=config.max_objects)
 
 
 def split_dense(
@@ -171,6 +172,7 @@ def split_dense(
 ) -> SplitData:
     """Split a dataset on disk at random into train, validation and test by ``split_seed``."""
     classes = _check_subset(classes, len(dataset.class_names), dataset.name)
+    chosen_classes = tuple(classes or range(len(dataset.class_names)))
     if classes is not None:
         dataset = _keep_classes(dataset, classes, kind)
     if len(dataset) < 3:
@@ -186,7 +188,9 @@ def split_dense(
     }
     parts = {split: _subset(dataset, np.sort(indices)) for split, indices in chosen.items()}
     box_count = max((len(b) for b in dataset.boxes or []), default=1)
-    return _to_split_data(parts, kind, dataset.class_names, max_boxes=max(1, box_count))
+    return _to_split_data(
+        parts, kind, dataset.class_names, chosen_classes, max_boxes=max(1, box_count)
+    )
 
 
 def _check_subset(classes: Sequence[int] | None, num_classes: int, name: str) -> list[int] | None:
@@ -258,8 +262,13 @@ def pad_boxes(boxes: Sequence[np.ndarray], max_boxes: int) -> torch.Tensor:
 
 
 def _to_split_data(
-    parts: dict[str, DenseDataset], kind: str, names: tuple[str, ...], max_boxes: int
+    parts: dict[str, DenseDataset],
+    kind: str,
+    names: tuple[str, ...],
+    object_classes: tuple[int, ...],
+    max_boxes: int,
 ) -> SplitData:
+    """Build the normalised splits; ``object_classes`` are the kept classes' original indices."""
     if len(parts["train"]) == 0:
         raise DataError(f"{parts['train'].source}: the training split is empty")
     mean, std = _channel_stats(parts["train"].images)
@@ -270,9 +279,11 @@ def _to_split_data(
         return torch.from_numpy(np.ascontiguousarray(part.masks, dtype=np.int64))
 
     if kind == DETECTION:
-        class_names, original = names, tuple(range(len(names)))
+        class_names, original = names, object_classes
     else:
-        class_names, original = (BACKGROUND, *names), tuple(range(len(names) + 1))
+        # Original mask labels: 0 for the background, then 1 + the original class index.
+        class_names = (BACKGROUND, *names)
+        original = (0, *(c + 1 for c in object_classes))
     return SplitData(
         train_x=_normalise(parts["train"].images, mean, std),
         train_y=targets(parts["train"]),

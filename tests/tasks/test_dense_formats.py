@@ -354,6 +354,7 @@ def test_split_dense_detection_subset(tmp_path: Path) -> None:
     dataset = load_coco_detection(annotation_file, images, size=40)
     data = split_dense(dataset, kind="detection", classes=[1, 0], test_fraction=0.34)
     assert data.class_names == ("dog", "car")
+    assert data.original_classes == (1, 0)
     assert sum(len(split) for split in (data.train_y, data.val_y, data.test_y)) == 3
     assert data.train_y.shape[1:] == (2, 5)
     everything = torch.cat([data.train_y, data.val_y, data.test_y]).reshape(-1, 5)

@@ -99,6 +99,7 @@ def test_split_scenes_deterministic(pool) -> None:
 def test_split_scenes_segmentation_targets(pool) -> None:
     data = split_scenes(pool, kind="segmentation", classes=[1, 8], scene_count=100)
     assert data.class_names == ("background", "1", "8")
+    assert data.original_classes == (0, 2, 9)
     assert data.train_y.dtype == torch.int64
     assert set(torch.unique(data.train_y).tolist()) == {0, 1, 2}
 
