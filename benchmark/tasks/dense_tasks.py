@@ -129,7 +129,7 @@ def split_scenes(
     """Split the digit pool, then draw the scenes of each split from its own digits.
 
     The digits are split first (stratified by class, by ``split_seed`` only), so no test
-    scene reuses a training digit, and a class subset sees a subset of the same digits.
+    scene reuses a training digit, and the scenes of a class subset draw from the same digits.
     """
     classes = _check_subset(classes, pool.num_classes, pool.name)
     rest, test_idx = stratified_split(pool.train_labels, test_fraction, split_seed)
