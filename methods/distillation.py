@@ -10,12 +10,12 @@ at temperature 1 and the KL divergence is averaged over the batch. The factor T�
 gradient of the soft-target term at the same scale as the hard-target term when T changes,
 because that gradient scales as 1/T². Defaults: T = 4, α = 0.9.
 
-α rises linearly from 0 over the first ``warmup`` share of the student's training (0.3 of
-its epochs for ``distill``). The gradient of the soft-target term with respect to the
-student's logits is α · T · (softmax(z_s / T) − softmax(z_t / T)), several times that of
-the task loss while a fresh student disagrees with a confident teacher. Without the ramp,
-LeNet-5 students diverged in their first epoch under the default suite's SGD settings
-(learning rate 0.02, momentum 0.9) for each of 3 seeds.
+α rises linearly from 0 over the student's first ``warmup_epochs`` epochs (2 for
+``distill``, at most all of the student's epochs). The gradient of the soft-target term
+with respect to the student's logits is α · T · (softmax(z_s / T) − softmax(z_t / T)),
+several times that of the task loss while a fresh student disagrees with a confident
+teacher. Without the ramp, LeNet-5 students diverged in their first epoch under the default
+suite's SGD settings (learning rate 0.02, momentum 0.9) for each of 3 seeds.
 
 Three registered methods share this loss:
 
@@ -100,13 +100,13 @@ def distillation_loss(
     return (1.0 - alpha) * task_loss + alpha * soft
 
 
-def _check_loss_params(temperature: float, alpha: float, warmup: float) -> None:
+def _check_loss_params(temperature: float, alpha: float, warmup_epochs: float) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if not 0.0 <= warmup <= 1.0:
-        raise ValueError(f"warmup must be in [0, 1], got {warmup}")
+    if not warmup_epochs >= 0.0:
+        raise ValueError(f"warmup_epochs must be 0 or more, got {warmup_epochs}")
 
 
 def _suggest_loss_params(trial: optuna.Trial) -> dict[str, Any]:
@@ -137,10 +137,12 @@ class AlphaWarmup:
 
 
 def _warmup_for(params: Any, epochs: int, ctx: RunContext) -> AlphaWarmup:
-    if params.warmup == 0.0 or epochs < 1:
+    """Return the α schedule of a student that trains for ``epochs`` epochs."""
+    ramp_epochs = min(params.warmup_epochs, epochs)
+    if ramp_epochs <= 0.0:
         return AlphaWarmup(params.alpha)
     train_size = sum(len(targets) for _, targets in ctx.train_batches())
-    return AlphaWarmup(params.alpha, params.warmup * epochs * train_size)
+    return AlphaWarmup(params.alpha, ramp_epochs * train_size)
 
 
 def _frozen(model: nn.Module) -> nn.Module:
@@ -186,12 +188,12 @@ class DistillParams(StudentParams):
     alpha: float = 0.9
     # Share of the budget's epochs spent training the teacher, rounded to whole epochs.
     teacher_share: float = 0.5
-    # Share of the student's epochs over which α rises linearly from 0; 0 starts at α.
-    warmup: float = 0.3
+    # Epochs over which α rises linearly from 0, at most the student's epochs; 0 starts at α.
+    warmup_epochs: float = 2.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_loss_params(self.temperature, self.alpha, self.warmup)
+        _check_loss_params(self.temperature, self.alpha, self.warmup_epochs)
         if not 0.0 < self.teacher_share < 1.0:
             raise ValueError(
                 f"teacher_share must be strictly between 0 and 1, got {self.teacher_share}"
@@ -206,11 +208,11 @@ class FinetuneParams:
     temperature: float = 4.0
     # Weight α of the soft-target term; the task loss gets 1 − α.
     alpha: float = 0.9
-    # Share of the fine-tuning epochs over which α rises linearly from 0; 0 starts at α.
-    warmup: float = 0.0
+    # Epochs over which α rises linearly from 0, at most the fine-tuning epochs; 0 starts at α.
+    warmup_epochs: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_loss_params(self.temperature, self.alpha, self.warmup)
+        _check_loss_params(self.temperature, self.alpha, self.warmup_epochs)
 
 
 # -- the budget split and the student architecture -----------------------------------------

@@ -77,7 +77,7 @@ def test_distill_defaults() -> None:
     assert params.temperature == 4.0
     assert params.alpha == 0.9
     assert params.teacher_share == 0.5
-    assert params.warmup == 0.3
+    assert params.warmup_epochs == 2.0
 
 
 def test_alpha_warmup_ramps_linearly() -> None:
@@ -139,7 +139,7 @@ def test_split_budget_rejects_one_epoch() -> None:
         ({"alpha": 1.5}, "alpha"),
         ({"temperature": 0.0}, "temperature"),
         ({"teacher_share": 1.0}, "teacher_share"),
-        ({"warmup": 1.5}, "warmup"),
+        ({"warmup_epochs": -1.0}, "warmup_epochs"),
         ({"width_mult": -0.5}, "width_mult"),
         ({"widths": [4, 0, 8]}, "widths"),
         ({"widths": [4, 8, 16], "match": "filter.l1"}, "match"),
