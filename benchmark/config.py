@@ -35,7 +35,7 @@ _TASK_KEYS = {
     "name", "data_dir", "download", "classes", "model_options", "val_fraction", "test_fraction",
     "split_seed", "train_limit", "required", "latency_budget_ms", "latency_device",
 }
-_METHOD_KEYS = {"name", "pipeline", "params", "sweep", "label"}
+_METHOD_KEYS = {"name", "pipeline", "params", "sweep"}
 _EXPORT_KEYS = {"opset", "dynamic_batch", "parity_tolerance", "parity_samples"}
 _QUICK_KEYS = {"epochs", "finetune_epochs", "tuning_trials", "seeds", "train_limit", "profile"}
 _QUICK_DEFAULTS = {"epochs": 2, "finetune_epochs": 1, "tuning_trials": 2, "seeds": 1, "train_limit": 1000}
@@ -59,7 +59,7 @@ class MethodEntry:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """How result models are exported and checked."""
+    """Export settings of result models and their parity check."""
 
     opset: int = 17
     dynamic_batch: bool = False
@@ -294,10 +294,8 @@ def _all_other_methods(listed: tuple[MethodEntry, ...], where: str) -> tuple[Met
 def _check_profile(suite: Suite, where: str) -> None:
     if not suite.profile:
         return
-    try:
-        from benchmark.measure.profiling import ProfileSettings
-    except ImportError:  # the profiling module is optional while it is being built
-        return
+    from benchmark.measure.profiling import ProfileSettings
+
     ProfileSettings.from_table(dict(suite.profile), f"{where}: profile")
 
 

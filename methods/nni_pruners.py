@@ -320,6 +320,7 @@ class NNITaylor(_GradientPruning):
 @register
 class NNISlim(_GradientPruning):
     name = "nni.slim"
+    requires_batchnorm = True
     pruner_class = "SlimPruner"
     Params = NNISlimParams
     summary = "NNI 3.0 SlimPruner masks on BatchNorm factors (Liu et al., ICCV 2017), removed"

@@ -407,6 +407,7 @@ class NetworkSlimming(FilterRegulariser):
     """L1 on BatchNorm scale factors; channels are thresholded by ``|γ|``."""
 
     name = "slimming"
+    requires_batchnorm = True
     Params = SlimmingParams
     lam_range = (1e-6, 1e-2)
     score_name = "batchnorm_abs_gamma"

@@ -558,6 +558,7 @@ class L1FilterPruning(FilterPruning):
 @register
 class BNScaleFilterPruning(FilterPruning):
     name = "filter.bn_scale"
+    requires_batchnorm = True
     criterion = "bn_scale"
     summary = "channel pruning by BatchNorm |gamma| (Liu et al., ICCV 2017), fine-tuned"
 
