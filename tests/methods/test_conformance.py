@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from support import tiny_suite_table
 
 from benchmark.config import parse_suite
 from benchmark.errors import ConfigError, MethodError
@@ -17,7 +18,6 @@ from benchmark.results import ResultStore
 from benchmark.runner import SuiteRunner
 from methods.base import Family, Method, parse_params
 from methods.registry import load_methods
-from support import tiny_suite_table
 
 METHODS = sorted(load_methods())
 
