@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -74,6 +75,9 @@ JOURNAL_PREFIX = "journal:"
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 40
 MAX_RETRIES = 3
+# A running trial that still has no owner this long after its start is failed and enqueued
+# again. Longer than the 60 s SQLite lock timeout, so a slow live worker is never mistaken.
+ORPHAN_AFTER_S = 120
 
 
 # -- settings and storage --------------------------------------------------------------------
@@ -467,7 +471,13 @@ def _recover_dead_trials(study: optuna.Study) -> int:
     recovered = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.user_attrs.get("owner")
-        if owner is None or not _owner_is_dead(owner):
+        if owner is None:
+            # A worker records the owner right after creating the trial. A trial without one
+            # long after its start lost its worker in between, before any heartbeat either.
+            started = trial.datetime_start
+            if started is None or (datetime.now() - started).total_seconds() < ORPHAN_AFTER_S:
+                continue
+        elif not _owner_is_dead(owner):
             continue
         try:
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)

@@ -442,3 +442,23 @@ def test_search_reuses_repeated_architecture(tmp_path: Path) -> None:
     assert second.user_attrs["duplicate_of"] == 0
     assert second.user_attrs["epochs"] == 0.0
     assert second.values == first.values
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_resume_recovers_ownerless_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmark.studies
+
+    monkeypatch.setattr(benchmark.studies, "ORPHAN_AFTER_S", 0.0)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    job, trainer = _sleepy_job(tmp_path, storage, n_trials=2)
+    job.builder = SleepyStudy(seconds=0.0)
+    study = optuna.create_study(
+        study_name="sleepy", storage=open_storage(storage), direction="maximize"
+    )
+    study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+
+    report = run_study(job, trainer)
+    trials = study.get_trials()
+    assert len(report.complete) == 2
+    assert trials[0].state == TrialState.FAIL
+    assert [t.user_attrs.get("retry_of") for t in trials].count(0) == 1
