@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import optuna
 import pytest
 import torch
 from support import tiny_suite, write_cifar_folder
@@ -134,6 +133,7 @@ def test_params_accept_integer_threshold() -> None:
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_search_space_in_range(name: str) -> None:
+    optuna = pytest.importorskip("optuna")
     method_cls = get_method(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     low, high = method_cls.lam_range
