@@ -355,7 +355,8 @@ def test_study_resumes_after_sigkill(tmp_path: Path) -> None:
     for failed in (t for t in trials if t.state == TrialState.FAIL):
         (retry,) = [t for t in trials if _retry_of(t) == failed.number]
         assert retry.state == TrialState.COMPLETE
-        assert retry.params == failed.params
+        # A trial killed before its first suggestion has no parameters to carry over.
+        assert failed.params.items() <= retry.params.items()
 
 
 def _retry_of(trial: optuna.trial.FrozenTrial) -> int | None:
