@@ -71,6 +71,7 @@ def evaluate_outcome(
 
 def _export(harness: Harness, outcome: RunOutcome, suite: Suite, path: Path, example: torch.Tensor) -> dict[str, Any]:
     model = outcome.model
+    outcome.context.export_options = {"opset": suite.export.opset, "dynamic_batch": suite.export.dynamic_batch}
     custom = harness.method.export(model, path, outcome.context)
     info: dict[str, Any] = {"custom": bool(custom), "path": str(path), "opset": suite.export.opset}
     if not custom:

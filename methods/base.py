@@ -108,6 +108,9 @@ class RunContext:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     # The phase being trained: "main" or "finetune"; hooks may read it.
     phase: str = "main"
+    # The suite's ONNX export settings, ``opset`` and ``dynamic_batch``, set by the harness
+    # before it calls :meth:`Method.export`, so a method's own file matches the others.
+    export_options: dict[str, Any] = field(default_factory=dict)
     _harness: Any = None
 
     def train(self, model: nn.Module, epochs: int, phase: str = "finetune") -> nn.Module:
