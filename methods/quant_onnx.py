@@ -23,13 +23,13 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from benchmark.errors import ExportError
-from benchmark.measure.export import export_onnx
+from benchmark.measure.export import DEFAULT_OPSET, export_onnx
 from methods.base import RunContext
 
 __all__ = [
     "TrainingCalibrationReader",
     "convert_weights_to_fp16",
-    "export_float",
+    "export_with_suite_options",
     "fold_weight_quantizers",
     "preprocess",
     "quiet",
@@ -54,13 +54,20 @@ def quiet() -> Iterator[None]:
         logger.debug("onnxruntime.quantization output:\n%s", buffer.getvalue().rstrip())
 
 
-def export_float(model: nn.Module, ctx: RunContext, path: Path) -> int:
-    """Export ``model`` in float32 with the harness settings; return the file size in bytes.
+def export_with_suite_options(model: nn.Module, ctx: RunContext, path: Path) -> int:
+    """Export ``model`` as the harness exports other rows; return the file size in bytes.
 
-    NOTE: the export hook does not receive the suite's ``[export]`` table, so this uses the
-    harness defaults (opset 17, batch fixed at 1), which match the default suite.
+    The opset and the batch axis come from ``ctx.export_options`` (the suite's ``[export]``
+    table). Without them, the harness defaults apply: opset 17 and a batch fixed at 1.
     """
-    return export_onnx(model, ctx.example_input(1).cpu(), path)
+    options = ctx.export_options
+    return export_onnx(
+        model,
+        ctx.example_input(1).cpu(),
+        path,
+        opset=options.get("opset", DEFAULT_OPSET),
+        dynamic_batch=options.get("dynamic_batch", False),
+    )
 
 
 def preprocess(source: Path, target: Path) -> None:
@@ -148,11 +155,11 @@ class TrainingCalibrationReader:
         )
 
 
-def model_batch_size(path: Path) -> int:
-    """Return the fixed batch size of the model's first input, or 1 for a symbolic one."""
+def calibration_batch_size(path: Path, dynamic: int = 32) -> int:
+    """Return the fixed batch size of the model's first input, or ``dynamic`` for a symbolic one."""
     first = onnx.load(str(path), load_external_data=False).graph.input[0]
     dim = first.type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else 1
+    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else dynamic
 
 
 def fold_weight_quantizers(model: onnx.ModelProto) -> onnx.ModelProto:

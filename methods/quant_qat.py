@@ -37,9 +37,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.errors import MethodError
-from benchmark.measure.export import export_onnx, run_onnx
+from benchmark.measure.export import run_onnx
 from methods.base import RunContext
-from methods.quant_onnx import fold_weight_quantizers
+from methods.quant_onnx import export_with_suite_options, fold_weight_quantizers
 from methods.quantisation import OnnxQuantisation
 from methods.registry import register
 
@@ -384,8 +384,7 @@ class Int8QAT(OnnxQuantisation):
         self, model: nn.Module, float_path: Path, output: Path, workdir: Path, ctx: RunContext
     ) -> dict[str, Any]:
         qdq_path = workdir / "fake_quant.onnx"
-        example = ctx.example_input(1).cpu()
-        export_onnx(model, example, qdq_path)
+        export_with_suite_options(model, ctx, qdq_path)
         folded = fold_weight_quantizers(onnx.load(str(qdq_path)))
         onnx.save(folded, str(output))
         return {

@@ -40,9 +40,9 @@ from benchmark.errors import ExportError
 from methods.base import Family, Method, RunContext
 from methods.quant_onnx import (
     TrainingCalibrationReader,
+    calibration_batch_size,
     convert_weights_to_fp16,
-    export_float,
-    model_batch_size,
+    export_with_suite_options,
     preprocess,
     quiet,
     save_atomically,
@@ -116,7 +116,7 @@ class OnnxQuantisation(Method):
         with tempfile.TemporaryDirectory(prefix="quantisation-", dir=ctx.workdir) as folder:
             workdir = Path(folder)
             float_path = workdir / "float32.onnx"
-            float_bytes = export_float(self.float_model(model), ctx, float_path)
+            float_bytes = export_with_suite_options(self.float_model(model), ctx, float_path)
             output = workdir / "quantised.onnx"
             details = self.quantise(model, float_path, output, workdir, ctx)
             save_atomically(onnx.load(str(output)), path)
@@ -250,7 +250,7 @@ class Int8Static(OnnxQuantisation):
 
         input_name = onnx.load(str(source), load_external_data=False).graph.input[0].name
         reader = TrainingCalibrationReader(
-            ctx, input_name, params.calibration_samples, model_batch_size(source)
+            ctx, input_name, params.calibration_samples, calibration_batch_size(source)
         )
         extra_options = {
             "ActivationSymmetric": params.symmetric_activations,

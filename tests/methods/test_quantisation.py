@@ -246,6 +246,31 @@ def test_static_calibration_reads_training_split(
     assert "test" not in harness._data_on_device  # the test split never reached the method
 
 
+@pytest.mark.parametrize("method_cls", [Int8Static, Int8QAT])
+def test_export_follows_suite_options(
+    method_cls, task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    RecordingReader.fed_batches = []
+    monkeypatch.setattr(quantisation, "TrainingCalibrationReader", RecordingReader)
+    method = method_cls(method_cls.Params(calibration_samples=100))
+    ctx = _harness(task, method, tmp_path).new_context()
+    ctx.export_options = {"opset": 18, "dynamic_batch": True}
+    model = task.build_model()
+    if method_cls is Int8QAT:
+        model = method.after_finetune(method.before_finetune(model, ctx), ctx)
+
+    assert method.export(model, tmp_path / "model.onnx", ctx)
+
+    exported = onnx.load(str(tmp_path / "model.onnx"))
+    opsets = {entry.domain: entry.version for entry in exported.opset_import}
+    assert opsets[""] == 18
+    batch_axis = exported.graph.input[0].type.tensor_type.shape.dim[0]
+    assert not batch_axis.HasField("dim_value")
+    assert run_onnx(tmp_path / "model.onnx", task.data.val_x[:5], batch_size=5).shape == (5, 10)
+    if method_cls is Int8Static:
+        assert {len(batch) for batch in RecordingReader.fed_batches} == {32}
+
+
 def test_qat_calibration_reads_training_split(task, tmp_path: Path) -> None:
     method = Int8QAT(Int8QAT.Params(calibration_samples=64))
     harness = _harness(task, method, tmp_path)
