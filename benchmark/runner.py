@@ -58,8 +58,17 @@ class RunSpec:
         return stages[0] if len(stages) == 1 else Pipeline(stages)
 
     def matches(self) -> set[str]:
-        """Return the method names this run's ``match`` parameters refer to."""
-        return {v for _, values in self.params for k, v in values if k == "match" and isinstance(v, str)}
+        """Return the method names this run's ``match`` parameters refer to.
+
+        A match names a method (``"l1l2.across"``) or one of its rows by label
+        (``"l1l2.across(lam=0.1)"``); both depend on every run of that method.
+        """
+        return {
+            v.split("(", 1)[0]
+            for _, values in self.params
+            for k, v in values
+            if k == "match" and isinstance(v, str)
+        }
 
 
 def expand_suite(suite: Suite) -> list[RunSpec]:
@@ -225,6 +234,7 @@ class SuiteRunner:
     def _references(self, run: RunSpec) -> dict[str, dict[str, Any]]:
         """Collect finished ok rows of the same task and seed, keyed by label and name."""
         references: dict[str, dict[str, Any]] = {}
+        by_name: dict[str, list[dict[str, Any]]] = {}
         task_identity = run.task.identity()
         for row in self.store.iter_rows():
             identity = row["identity"]
@@ -233,7 +243,12 @@ class SuiteRunner:
             if identity["budget"] != self.suite.budget.as_dict():
                 continue
             references[row["label"]] = row
-            references.setdefault(identity["method"], row)
+            by_name.setdefault(identity["method"], []).append(row)
+        # A bare method name refers to its row with default parameters, when the suite has one,
+        # and otherwise to the row with the first label in sorted order, so the choice is stable.
+        for name, rows in by_name.items():
+            if name not in references:
+                references[name] = min(rows, key=lambda row: row["label"])
         return references
 
     def tasks_available(self) -> list[TaskSpec]:
