@@ -70,7 +70,7 @@ class FakeQuantize(nn.Module):
     each batch's min and max (``averaging_constant``) and quantises. Once ``frozen``, the
     scale and zero point are constants, which the ONNX export writes as initialisers.
 
-    ``weight = True`` marks a weight quantiser: it is symmetric, reads the range of the
+    ``for_weight = True`` marks a weight quantiser: it is symmetric, reads the range of the
     current weight on every call until frozen, and quantises per channel along ``axis``
     when ``per_channel`` is set.
     """
@@ -78,7 +78,7 @@ class FakeQuantize(nn.Module):
     def __init__(
         self,
         *,
-        weight: bool = False,
+        for_weight: bool = False,
         per_channel: bool = False,
         channels: int = 1,
         axis: int = 0,
@@ -86,10 +86,10 @@ class FakeQuantize(nn.Module):
         averaging_constant: float = 0.01,
     ) -> None:
         super().__init__()
-        self.weight = weight
-        self.per_channel = per_channel and weight
+        self.for_weight = for_weight
+        self.per_channel = per_channel and for_weight
         self.axis = axis
-        self.symmetric = symmetric or weight
+        self.symmetric = symmetric or for_weight
         self.averaging_constant = averaging_constant
         self.calibrating = False
         self.frozen = False
@@ -104,7 +104,7 @@ class FakeQuantize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
-        if not self.frozen and (self.weight or self.calibrating or self.training):
+        if not self.frozen and (self.for_weight or self.calibrating or self.training):
             self._observe(x.detach())
         if self.calibrating:
             return x
@@ -126,7 +126,7 @@ class FakeQuantize(nn.Module):
         else:
             low, high = x.min(), x.max()
 
-        if self.weight or not self.observed:
+        if self.for_weight or not self.observed:
             self.min_val.copy_(low)
             self.max_val.copy_(high)
         elif self.calibrating:
@@ -157,7 +157,7 @@ class FakeQuantize(nn.Module):
         self.zero_point.copy_(zero_point)
 
     def extra_repr(self) -> str:
-        kind = "weight" if self.weight else "activation"
+        kind = "weight" if self.for_weight else "activation"
         granularity = f"per_channel(axis={self.axis})" if self.per_channel else "per_tensor"
         return f"{kind}, {granularity}, symmetric={self.symmetric}, frozen={self.frozen}"
 
@@ -176,7 +176,7 @@ class QuantSettings:
         )
 
     def weight(self, channels: int) -> FakeQuantize:
-        return FakeQuantize(weight=True, per_channel=self.per_channel, channels=channels)
+        return FakeQuantize(for_weight=True, per_channel=self.per_channel, channels=channels)
 
 
 class QuantConv2d(nn.Conv2d):
@@ -369,7 +369,7 @@ class Int8QAT(OnnxQuantisation):
     def after_finetune(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         with torch.no_grad():
             for quantizer in quantizers(model):
-                if quantizer.weight:
+                if quantizer.for_weight:
                     quantizer._observe(_weight_of(model, quantizer))
                 quantizer.frozen = True
         return model
