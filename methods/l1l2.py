@@ -39,6 +39,7 @@ from methods.regularisers import FilterRegulariser, RegulariserParams, as_filter
 __all__ = [
     "L1L2Across",
     "L1L2Norms",
+    "L1L2NormsParams",
     "L1L2Params",
     "L1L2Within",
     "l1l2_across",
@@ -69,8 +70,15 @@ def l1l2_norms(weight: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 class L1L2Params(RegulariserParams):
     """Parameters of the l1/l2 regularisers."""
 
-    lam: float = 1e-3  # λ: strength of the summed l1/l2 ratios added to the task loss
+    lam: float = 3e-2  # λ: strength of the summed l1/l2 ratios added to the task loss
     eps: float = 1e-8  # ε: added to each ratio's l2 denominator, so empty groups stay finite
+
+
+@dataclass(frozen=True)
+class L1L2NormsParams(L1L2Params):
+    """Parameters of ``l1l2.norms``: one ratio per layer, so a larger default λ."""
+
+    lam: float = 3e-1  # λ: strength of the summed per-layer l1/l2 ratios of filter norms
 
 
 @register
@@ -100,7 +108,7 @@ class L1L2Norms(FilterRegulariser):
     """l1/l2 over the vector of filter norms."""
 
     name = "l1l2.norms"
-    Params = L1L2Params
+    Params = L1L2NormsParams
     layer_penalty = staticmethod(l1l2_norms)
     lam_range = (1e-5, 1e-1)
     summary = "l1/l2 over the filter norms (Berthelier et al., ICPR workshops 2020)"
