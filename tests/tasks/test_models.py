@@ -9,7 +9,7 @@ from benchmark.errors import ConfigError
 from benchmark.measure.complexity import count_complexity, filters_per_layer
 from benchmark.tasks.models import MODELS, LeNet5, VGG16, build_model
 
-INPUTS = {"lenet5": (1, 28), "vgg16": (3, 32), "resnet56": (3, 32)}
+INPUTS = {"lenet5": (1, 28), "lenet5-bn": (1, 28), "vgg16": (3, 32), "resnet56": (3, 32)}
 
 
 def test_lenet5_counts_by_hand() -> None:
