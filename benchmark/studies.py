@@ -75,6 +75,8 @@ JOURNAL_PREFIX = "journal:"
 HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_GRACE_S = 40
 MAX_RETRIES = 3
+# Attempts to open an RDB storage, for processes that create a new database at the same time.
+SCHEMA_ATTEMPTS = 5
 # A running trial that still has no owner this long after its start is failed and enqueued
 # again. Longer than the 60 s SQLite lock timeout, so a slow live worker is never mistaken.
 ORPHAN_AFTER_S = 120
@@ -161,7 +163,7 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     file safely.
     """
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    import sqlalchemy
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
     journal = _journal_path(spec)
@@ -172,25 +174,39 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     engine_kwargs: dict[str, Any] = {}
     if spec.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                spec,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=HEARTBEAT_GRACE_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRIES
-                ),
-            )
-    except (ImportError, ModuleNotFoundError) as error:
-        raise ConfigError(
-            f"cannot open study storage {describe_storage(spec)}: {error}; install the database "
-            "driver, e.g. pip install psycopg2-binary for PostgreSQL"
-        ) from error
-    except optuna.exceptions.StorageInternalError as error:
-        raise ConfigError(f"cannot open study storage {describe_storage(spec)}: {error}") from error
+    attempt = 1
+    while True:
+        try:
+            return _open_rdb(spec, engine_kwargs)
+        except (ImportError, ModuleNotFoundError) as error:
+            raise ConfigError(
+                f"cannot open study storage {describe_storage(spec)}: {error}; install the "
+                "database driver, e.g. pip install 'psycopg[binary]' for PostgreSQL"
+            ) from error
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as error:
+            # Processes that open a new database at once race to create its tables.
+            if attempt == SCHEMA_ATTEMPTS:
+                raise ConfigError(
+                    f"cannot open study storage {describe_storage(spec)}: {error}"
+                ) from error
+            logger.warning("opening %s failed (%s); retrying", describe_storage(spec), error)
+            time.sleep(0.5 * attempt)
+            attempt += 1
+
+
+def _open_rdb(spec: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            spec,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_S,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+        )
 
 
 def describe_storage(spec: str) -> str:

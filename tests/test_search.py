@@ -326,13 +326,11 @@ def test_study_resumes_after_sigkill(tmp_path: Path) -> None:
     job.path().write_bytes(pickle.dumps(job))
     command = [sys.executable, "-m", "benchmark.cli", "search-worker", "--job", str(job.path())]
 
-    child = subprocess.Popen(
-        command,
-        env=_child_environment(),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "killed.log"
+    with log.open("w") as stream:
+        child = subprocess.Popen(
+            command, env=_child_environment(), cwd=REPO, stdout=stream, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + 120
     while (
         _count_complete(tmp_path / "optuna.db") < 2
@@ -341,7 +339,8 @@ def test_study_resumes_after_sigkill(tmp_path: Path) -> None:
     ):
         time.sleep(0.05)
     assert child.poll() is None, (
-        "the worker finished before it could be killed; give it more trials"
+        "the worker ended before it could be killed; give it more trials. Its log:\n"
+        + log.read_text()[-3000:]
     )
     child.send_signal(signal.SIGKILL)
     child.wait()
