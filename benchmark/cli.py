@@ -8,13 +8,17 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from benchmark import __version__
 from benchmark.errors import CompressBenchError
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from benchmark.config import Suite
+
+__all__ = ["main", "prepare_suite"]
 
 logger = logging.getLogger("benchmark")
 
@@ -37,47 +41,59 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="skip runs whose rows already exist")
     run.add_argument("--retry-failed", action="store_true", help="with --resume, rerun runs recorded as failed")
     run.add_argument(
-        "--output", type=Path, default=None,
+        "--output",
+        type=Path,
+        default=None,
         help="results folder (default: results/SUITE, or runs/quick/SUITE with --quick)",
     )
     run.add_argument("--threads", type=int, default=None, help="torch intra-op threads; overrides the suite")
     run.add_argument("--no-progress", action="store_true", help="hide the per-epoch progress bars")
     run.add_argument("--dry-run", action="store_true", help="validate the suite and list its runs only")
     run.add_argument(
-        "--executor", choices=("local", "processes", "ray"), default="local",
+        "--executor",
+        choices=("local", "processes", "ray"),
+        default="local",
         help="where runs train: in this process (default), in local worker processes, or on a Ray cluster",
     )
     run.add_argument("--workers", type=int, default=2, help="worker processes for --executor processes")
     run.add_argument("--address", default=None, help="Ray cluster address for --executor ray (default: auto)")
-    run.add_argument(
-        "--max-retries", type=int, default=2, help="retries of a run whose worker process or node died"
-    )
+    run.add_argument("--max-retries", type=int, default=2, help="retries of a run whose worker process or node died")
     run.add_argument("--gpus", type=float, default=0.0, help="GPUs each Ray task requests")
-    run.add_argument(
-        "--strict", action="store_true", help="exit with status 1 when any run is recorded as failed"
-    )
+    run.add_argument("--strict", action="store_true", help="exit with status 1 when any run is recorded as failed")
     run.set_defaults(func=_cmd_run)
 
     report = commands.add_parser("report", help="write tables, figures and an HTML page from results")
     report.add_argument(
-        "results", type=Path,
+        "results",
+        type=Path,
         help="a results folder such as results/default, or with --all a folder of them such as results/",
     )
     report.add_argument(
-        "--all", action="store_true", dest="all_folders",
+        "--all",
+        action="store_true",
+        dest="all_folders",
         help="report every results folder under RESULTS into FOLDER/report and write RESULTS/README.md",
     )
     report.add_argument("--output", type=Path, default=None, help="where to write (default: RESULTS/report)")
     report.add_argument(
-        "--format", action="append", dest="formats", default=None, metavar="FORMAT",
+        "--format",
+        action="append",
+        dest="formats",
+        default=None,
+        metavar="FORMAT",
         help="write only this format, one of md, csv, tex, html, figures; repeat for several (default: all)",
     )
     report.add_argument(
-        "--figure-format", action="append", dest="figure_formats", default=None, metavar="EXT",
+        "--figure-format",
+        action="append",
+        dest="figure_formats",
+        default=None,
+        metavar="EXT",
         help="figure file type such as png, svg or pdf; repeat for several (default: png and svg)",
     )
     report.add_argument(
-        "--roofline-core", default="cortex-a72",
+        "--roofline-core",
+        default="cortex-a72",
         help="Arm core whose roofline bound is drawn for devices that name no core; 'none' draws none",
     )
     report.set_defaults(func=_cmd_report)
@@ -96,11 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def prepare_suite(args: argparse.Namespace) -> tuple[Suite, Path]:
+    """Load the suite a command names, apply --quick, --threads and --no-progress, and
+    return it with its results folder (--output, or the default for the suite)."""
     from benchmark.config import load_suite
-    from benchmark.executors import make_executor
-    from benchmark.report import write_report
-    from benchmark.runner import SuiteRunner, default_output, expand_suite
+    from benchmark.runner import default_output
 
     suite = load_suite(args.suite, quick=args.quick)
     training = suite.training
@@ -109,8 +125,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.no_progress:
         training = dataclasses.replace(training, progress=False)
     suite = dataclasses.replace(suite, training=training)
-    output = args.output or default_output(suite)
+    return suite, args.output or default_output(suite)
 
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.executors import make_executor
+    from benchmark.report import write_report
+    from benchmark.runner import SuiteRunner, expand_suite
+
+    suite, output = prepare_suite(args)
     executor = None
     if not args.dry_run:
         executor = make_executor(args.executor, args.workers, args.address, args.max_retries, args.gpus)
@@ -119,7 +142,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runs = [run for run in expand_suite(suite) if run.task in tasks]
     logger.info(
         "suite %s: %d runs (%d tasks, %d method entries, %d seeds), budget %s, output %s",
-        suite.name, len(runs), len(tasks), len(suite.methods), len(suite.seeds), suite.budget.as_dict(), output,
+        suite.name,
+        len(runs),
+        len(tasks),
+        len(suite.methods),
+        len(suite.seeds),
+        suite.budget.as_dict(),
+        output,
     )
     if args.dry_run:
         for run in runs:
@@ -146,7 +175,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     if args.all_folders:
         if args.output is not None:
-            raise CompressBenchError("--output cannot be combined with --all: each folder's report goes to FOLDER/report")
+            raise CompressBenchError(
+                "--output cannot be combined with --all: each folder's report goes to FOLDER/report"
+            )
         paths = write_all(args.results, **options)
     else:
         if not (args.results / "rows").is_dir():

@@ -32,8 +32,18 @@ SUITES_DIR = Path(__file__).parent / "suites"
 _TOP_KEYS = {"suite", "budget", "training", "tasks", "methods", "profile", "export", "quick"}
 _SUITE_KEYS = {"name", "description", "seeds", "all_methods"}
 _TASK_KEYS = {
-    "name", "data_dir", "download", "classes", "model_options", "val_fraction", "test_fraction",
-    "split_seed", "train_limit", "required", "latency_budget_ms", "latency_device",
+    "name",
+    "data_dir",
+    "download",
+    "classes",
+    "model_options",
+    "val_fraction",
+    "test_fraction",
+    "split_seed",
+    "train_limit",
+    "required",
+    "latency_budget_ms",
+    "latency_device",
 }
 _METHOD_KEYS = {"name", "pipeline", "params", "sweep"}
 _EXPORT_KEYS = {"opset", "dynamic_batch", "parity_tolerance", "parity_samples"}
@@ -139,7 +149,9 @@ def parse_suite(table: Mapping[str, Any], path: Path, quick: bool = False) -> Su
     if suite_table.get("all_methods", False):
         methods = methods + _all_other_methods(methods, where)
     if not methods:
-        raise ConfigError(f"{where}: no [[methods]] and suite.all_methods is not true; add a method such as name = 'dense'")
+        raise ConfigError(
+            f"{where}: no [[methods]] and suite.all_methods is not true; add a method such as name = 'dense'"
+        )
 
     profile = dict(_table(table, "profile", where))
     suite = Suite(
@@ -181,7 +193,9 @@ def _parse_tasks(raw: Any, where: str) -> tuple[tuple[TaskSpec, ...], set[str]]:
         model_options = _table(entry, "model_options", key)
         unknown = set(model_options) - {"widths", "width_mult"}
         if unknown:
-            raise ConfigError(f"{key}.model_options: unknown key {sorted(unknown)[0]!r}; allowed keys: widths, width_mult")
+            raise ConfigError(
+                f"{key}.model_options: unknown key {sorted(unknown)[0]!r}; allowed keys: widths, width_mult"
+            )
         spec = TaskSpec(
             name=name,
             data_dir=_get(entry, "data_dir", str, f"{key}.data_dir", default=None),
@@ -307,17 +321,20 @@ def _apply_quick(suite: Suite, overrides: Mapping[str, Any], where: str) -> Suit
     finetune = min(int(values["finetune_epochs"]), suite.budget.finetune_epochs, epochs - 1)
     budget = Budget(epochs, finetune, min(int(values["tuning_trials"]), suite.budget.tuning_trials))
     limit = int(values["train_limit"])
-    tasks = tuple(
-        dataclasses.replace(t, train_limit=min(t.train_limit or limit, limit)) for t in suite.tasks
-    )
+    tasks = tuple(dataclasses.replace(t, train_limit=min(t.train_limit or limit, limit)) for t in suite.tasks)
     methods = tuple(
         dataclasses.replace(m, sweep={s: {p: v[:1] for p, v in sw.items()} for s, sw in m.sweep.items()})
         for m in suite.methods
     )
     profile = {**suite.profile, **overrides.get("profile", {})}
     return dataclasses.replace(
-        suite, budget=budget, seeds=suite.seeds[: int(values["seeds"])], tasks=tasks,
-        methods=methods, profile=profile, quick=True,
+        suite,
+        budget=budget,
+        seeds=suite.seeds[: int(values["seeds"])],
+        tasks=tasks,
+        methods=methods,
+        profile=profile,
+        quick=True,
     )
 
 

@@ -138,8 +138,13 @@ class ProcessExecutor(Executor):
         del self._attempts[key]
         reason = _describe_exit(attempt.process.exitcode)
         if attempt.number <= self.max_retries:
-            logger.warning("worker for run %s %s; retrying (attempt %d of %d)",
-                           key, reason, attempt.number + 1, self.max_retries + 1)
+            logger.warning(
+                "worker for run %s %s; retrying (attempt %d of %d)",
+                key,
+                reason,
+                attempt.number + 1,
+                self.max_retries + 1,
+            )
             self.submit(key, attempt.request, attempt.number + 1)
             return None
         return f"WorkerLost: the worker process {reason} on all {attempt.number} attempts"
@@ -181,14 +186,13 @@ class RayExecutor(Executor):
     lets dense checkpoints train once across nodes.
     """
 
-    def __init__(self, address: str, max_retries: int = 2, cpus: float | None = None, gpus: float = 0.0,
-                 slots: int | None = None) -> None:
+    def __init__(
+        self, address: str, max_retries: int = 2, cpus: float | None = None, gpus: float = 0.0, slots: int | None = None
+    ) -> None:
         try:
             import ray
         except ImportError as error:
-            raise ConfigError(
-                "--executor ray needs Ray; install it with pip install 'compressbench[ray]'"
-            ) from error
+            raise ConfigError("--executor ray needs Ray; install it with pip install 'compressbench[ray]'") from error
         self._ray = ray
         if not ray.is_initialized():
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
@@ -205,7 +209,10 @@ class RayExecutor(Executor):
         request = _without_progress_bars(request)
         cpus = self.cpus or float(request.suite.training.threads or 1)
         remote = self._ray.remote(_ray_execute).options(
-            num_cpus=cpus, num_gpus=self.gpus, max_retries=self.max_retries, retry_exceptions=False,
+            num_cpus=cpus,
+            num_gpus=self.gpus,
+            max_retries=self.max_retries,
+            retry_exceptions=False,
             name=f"compressbench-{key}",
         )
         self._refs[remote.remote(request)] = key
@@ -219,7 +226,9 @@ class RayExecutor(Executor):
                 finished.append((key, self._ray.get(ref)))
             except self._ray.exceptions.RayError as error:
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                finished.append((key, f"WorkerLost: {type(error).__name__} after {self.max_retries + 1} attempts: {reason}"))
+                finished.append(
+                    (key, f"WorkerLost: {type(error).__name__} after {self.max_retries + 1} attempts: {reason}")
+                )
         return finished
 
     def close(self) -> None:
@@ -231,8 +240,9 @@ class RayExecutor(Executor):
 EXECUTORS = ("local", "processes", "ray")
 
 
-def make_executor(name: str, workers: int = 1, address: str | None = None, max_retries: int = 2,
-                  gpus: float = 0.0) -> Executor:
+def make_executor(
+    name: str, workers: int = 1, address: str | None = None, max_retries: int = 2, gpus: float = 0.0
+) -> Executor:
     """Build the executor a command line asked for."""
     if name == "local":
         return LocalExecutor()

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     task = load_task(TaskSpec("lenet5-mnist-sample"))
-    config = TrainingConfig(lr=0.01, batch_size=args.batch_size, threads=args.threads, progress=False, schedule="constant")
+    config = TrainingConfig(
+        lr=0.01, batch_size=args.batch_size, threads=args.threads, progress=False, schedule="constant"
+    )
     x, y = task.data.train_x, task.data.train_y
 
     plain_model = task.build_model()
@@ -68,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             full_times.append(time.perf_counter() - started)
             loop_times.append(harness.history[-1]["seconds"])
 
-    loop_ratio = statistics.median(h / p for h, p in zip(loop_times, plain_times))
-    full_ratio = statistics.median(h / p for h, p in zip(full_times, plain_times))
+    loop_ratio = statistics.median(h / p for h, p in zip(loop_times, plain_times, strict=False))
+    full_ratio = statistics.median(h / p for h, p in zip(full_times, plain_times, strict=False))
     print(f"LeNet-5, MNIST sample ({len(y)} training images), batch {args.batch_size}, {args.threads} threads")
     print(f"plain PyTorch epoch: median {statistics.median(plain_times) * 1000:.1f} ms over {args.epochs} epochs")
     print(f"harness training epoch: median {statistics.median(loop_times) * 1000:.1f} ms")

@@ -64,10 +64,7 @@ class RunSpec:
         (``"l1l2.across(lam=0.1)"``); both depend on every run of that method.
         """
         return {
-            v.split("(", 1)[0]
-            for _, values in self.params
-            for k, v in values
-            if k == "match" and isinstance(v, str)
+            v.split("(", 1)[0] for _, values in self.params for k, v in values if k == "match" and isinstance(v, str)
         }
 
 
@@ -87,7 +84,7 @@ def _combinations(entry: MethodEntry) -> list[tuple[tuple[str, tuple[tuple[str, 
     combos = []
     for choice in itertools.product(*(values for _, _, values in axes)) if axes else [()]:
         merged = {stage: dict(entry.params[stage]) for stage in entry.stages}
-        for (stage, param, _), value in zip(axes, choice):
+        for (stage, param, _), value in zip(axes, choice, strict=False):
             merged[stage][param] = value
         combos.append(tuple((stage, tuple(sorted(merged[stage].items()))) for stage in entry.stages))
     return combos
@@ -157,8 +154,14 @@ class SuiteRunner:
             rid = run_id(self.identity(run))
             previous = self.store.get(rid)
             if previous is not None and (previous["status"] == STATUS_OK or not self.retry_failed):
-                logger.info("skip %s (%s on %s, seed %d): a %s row exists",
-                            rid, previous["label"], run.task.name, run.seed, previous["status"])
+                logger.info(
+                    "skip %s (%s on %s, seed %d): a %s row exists",
+                    rid,
+                    previous["label"],
+                    run.task.name,
+                    run.seed,
+                    previous["status"],
+                )
                 counts["skipped"] += 1
             else:
                 pending.append((run, rid))
@@ -171,8 +174,13 @@ class SuiteRunner:
         waiting = list(pending)
         in_flight: dict[str, RunSpec] = {}
         done = counts["skipped"]
-        bar = tqdm(total=total, initial=done, desc=f"suite {self.suite.name}", unit="run",
-                   disable=not self.suite.training.progress)
+        bar = tqdm(
+            total=total,
+            initial=done,
+            desc=f"suite {self.suite.name}",
+            unit="run",
+            disable=not self.suite.training.progress,
+        )
         try:
             while waiting or in_flight:
                 blocked = {r.entry.name for r, _ in waiting} | {r.entry.name for r in in_flight.values()}
@@ -184,7 +192,9 @@ class SuiteRunner:
                         continue
                     waiting.remove(item)
                     in_flight[rid] = run
-                    logger.info("start %s on %s, seed %d (run %s)", run.build_method().label(), run.task.name, run.seed, rid)
+                    logger.info(
+                        "start %s on %s, seed %d (run %s)", run.build_method().label(), run.task.name, run.seed, rid
+                    )
                     self.executor.submit(rid, RunRequest(self.suite, run, self.output, self._references(run)))
                 if not in_flight:
                     raise RuntimeError("no run can start: the dependencies between runs form a cycle")
@@ -195,14 +205,24 @@ class SuiteRunner:
                     counts["ok" if row["status"] == STATUS_OK else "failed"] += 1
                     done += 1
                     bar.update()
-                    logger.info("[%d/%d] end %s on %s, seed %d: %s in %.1f s", done, total, row["label"],
-                                run.task.name, run.seed, row["status"], row["timings"].get("total_s", 0.0))
+                    logger.info(
+                        "[%d/%d] end %s on %s, seed %d: %s in %.1f s",
+                        done,
+                        total,
+                        row["label"],
+                        run.task.name,
+                        run.seed,
+                        row["status"],
+                        row["timings"].get("total_s", 0.0),
+                    )
         finally:
             bar.close()
             self.executor.close()
 
     @staticmethod
-    def _blocked(run: RunSpec, waiting: list[tuple[RunSpec, str]], in_flight: dict[str, RunSpec], names: set[str]) -> bool:
+    def _blocked(
+        run: RunSpec, waiting: list[tuple[RunSpec, str]], in_flight: dict[str, RunSpec], names: set[str]
+    ) -> bool:
         """Return whether a run must wait for dense or a matched method of its task and seed."""
         needs = set(run.matches())
         if run.entry.name != "dense":
@@ -342,8 +362,14 @@ def _execute(request: RunRequest, method: Method, rid: str) -> dict[str, Any]:
     # Hyperparameter tuning, when budget.tuning_trials > 0 and the method has a search space.
     method, tuning = tune_before_run(suite, run, task, method, rid, output)
     harness = Harness(
-        task, method, suite.budget, suite.training, run.seed,
-        workdir=output / "work" / rid, cache_dir=output / "cache", references=request.references,
+        task,
+        method,
+        suite.budget,
+        suite.training,
+        run.seed,
+        workdir=output / "work" / rid,
+        cache_dir=output / "cache",
+        references=request.references,
     )
     outcome = harness.run()
     measured = evaluate_outcome(

@@ -9,7 +9,6 @@ single worker, from this machine or another that reads the same results folder a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -92,23 +91,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from benchmark.config import load_suite
+    from benchmark.cli import prepare_suite
     from benchmark.report import write_report
-    from benchmark.runner import SuiteRunner, default_output, expand_suite
+    from benchmark.runner import SuiteRunner, expand_suite
     from benchmark.studies import configure_studies
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     configure_studies(storage=args.storage, workers=args.workers)
 
-    suite = load_suite(args.suite, quick=args.quick)
-    training = suite.training
-    if args.threads is not None:
-        training = dataclasses.replace(training, threads=args.threads)
-    if args.no_progress:
-        training = dataclasses.replace(training, progress=False)
-    suite = dataclasses.replace(suite, training=training)
-    output = args.output or default_output(suite)
+    suite, output = prepare_suite(args)
 
     runner = SuiteRunner(suite, output, resume=args.resume, retry_failed=args.retry_failed)
     tasks = runner.tasks_available()

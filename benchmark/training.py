@@ -135,9 +135,7 @@ class Harness:
         # Keys of the dense checkpoints whose epochs this run has been charged for.
         self._charged_checkpoints: set[str] = set()
         self._data_on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._hooks = {
-            hook: method.overrides(hook) for hook in ("loss", "penalty", "after_step", "after_epoch")
-        }
+        self._hooks = {hook: method.overrides(hook) for hook in ("loss", "penalty", "after_step", "after_epoch")}
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -155,7 +153,9 @@ class Harness:
         elif method.start_from == "scratch":
             model = self.task.build_model().to(self.device)
         else:
-            raise ConfigError(f"method {method.name!r} has start_from = {method.start_from!r}; expected 'scratch' or 'dense'")
+            raise ConfigError(
+                f"method {method.name!r} has start_from = {method.start_from!r}; expected 'scratch' or 'dense'"
+            )
 
         model = method.before_training(model, ctx).to(self.device)
         model = self.train_phase(model, self._main_epochs(), "main", ctx, checkpoint=method.main_checkpoint)
@@ -222,8 +222,14 @@ class Harness:
             self.history.append(record)
             logger.info(
                 "%s %s epoch %d/%d: loss %.4f, val %s %.4f (%.1f s)",
-                self.method.name, phase, epoch + 1, epochs, record["loss"],
-                self.task.definition.metric, record["val_metric"], record["seconds"],
+                self.method.name,
+                phase,
+                epoch + 1,
+                epochs,
+                record["loss"],
+                self.task.definition.metric,
+                record["val_metric"],
+                record["seconds"],
             )
             if self._hooks["after_epoch"]:
                 self.method.after_epoch(model, epoch, ctx)
@@ -248,7 +254,10 @@ class Harness:
         model.train()
         total_loss = torch.zeros((), device=train_x.device)
         bar = tqdm(
-            total=steps, desc=f"{method.name} {phase} {epoch + 1}", leave=False, unit="step",
+            total=steps,
+            desc=f"{method.name} {phase} {epoch + 1}",
+            leave=False,
+            unit="step",
             disable=not self.training.progress,
         )
         for step in range(steps):
@@ -286,9 +295,7 @@ class Harness:
         params = [p for p in model.parameters() if p.requires_grad]
         if self.training.optimizer == "adam":
             return torch.optim.Adam(params, lr=lr, weight_decay=self.training.weight_decay)
-        return torch.optim.SGD(
-            params, lr=lr, momentum=self.training.momentum, weight_decay=self.training.weight_decay
-        )
+        return torch.optim.SGD(params, lr=lr, momentum=self.training.momentum, weight_decay=self.training.weight_decay)
 
     def _scheduler(self, optimizer: torch.optim.Optimizer, epochs: int):
         if self.training.schedule == "cosine":

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from support import write_mnist_folder
 
 

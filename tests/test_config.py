@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import tiny_suite_table
 
 from benchmark.config import find_suite, load_suite, parse_suite
 from benchmark.errors import ConfigError
-from support import tiny_suite_table
 
 SUITE_PATH = Path("/suites/broken.toml")
 
@@ -38,12 +38,20 @@ CASES = [
     ("seeds not ints", lambda t: t["suite"].update(seeds=["a"]), ["suite.seeds = ['a']", "list of integers"]),
     ("seeds empty", lambda t: t["suite"].update(seeds=[]), ["suite.seeds is empty"]),
     ("no tasks", lambda t: t.pop("tasks"), ["missing [[tasks]]"]),
-    ("unknown task", lambda t: t["tasks"][0].update(name="lenet9"), ["tasks[0].name = 'lenet9'", "lenet5-mnist-sample"]),
+    (
+        "unknown task",
+        lambda t: t["tasks"][0].update(name="lenet9"),
+        ["tasks[0].name = 'lenet9'", "lenet5-mnist-sample"],
+    ),
     ("task bad key", lambda t: t["tasks"][0].update(clases=[0, 1]), ["tasks[0]", "'clases'", "classes"]),
     ("one class", lambda t: t["tasks"][0].update(classes=[1]), ["tasks[0].classes = [1]", "at least 2 distinct"]),
     ("bad fraction", lambda t: t["tasks"][0].update(val_fraction=1.5), ["val_fraction = 1.5", "between 0 and 1"]),
     ("model option", lambda t: t["tasks"][0].update(model_options={"depth": 3}), ["'depth'", "widths, width_mult"]),
-    ("unknown method", lambda t: t["methods"].append({"name": "magic"}), ["methods[1]", "unknown method 'magic'", "dense"]),
+    (
+        "unknown method",
+        lambda t: t["methods"].append({"name": "magic"}),
+        ["methods[1]", "unknown method 'magic'", "dense"],
+    ),
     ("method bad key", lambda t: t["methods"][0].update(parms={}), ["methods[0]", "'parms'", "params"]),
     ("method param", lambda t: t["methods"][0].update(params={"lam": 1.0}), ["methods[0]", "'lam'", "dense"]),
     ("name and pipeline", lambda t: t["methods"][0].update(pipeline=["dense", "dense"]), ["exactly one of name"]),

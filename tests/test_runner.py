@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import tiny_suite, tiny_suite_table
 
 from benchmark.budget import Budget, BudgetLedger
 from benchmark.errors import BudgetError
@@ -19,7 +20,6 @@ from benchmark.results import ResultStore
 from benchmark.runner import SuiteRunner, expand_suite
 from methods import registry
 from methods.base import Family, Method
-from support import tiny_suite, tiny_suite_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

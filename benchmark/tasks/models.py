@@ -30,8 +30,7 @@ def scaled_widths(defaults: Sequence[int], widths: Sequence[int] | None, width_m
         widths = list(widths)
         if len(widths) != len(defaults):
             raise ConfigError(
-                f"{model}: widths has {len(widths)} entries, expected {len(defaults)} "
-                f"(defaults {list(defaults)})"
+                f"{model}: widths has {len(widths)} entries, expected {len(defaults)} (defaults {list(defaults)})"
             )
         if any(not isinstance(w, int) or w < 1 for w in widths):
             raise ConfigError(f"{model}: widths must be positive integers, got {widths}")
@@ -114,7 +113,11 @@ class VGG16(nn.Module):
         layers: list[nn.Module] = []
         channels = in_channels
         for index, width in enumerate(conv_widths):
-            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
             if index in _VGG16_POOL_AFTER:
                 layers.append(nn.MaxPool2d(2))
             channels = width

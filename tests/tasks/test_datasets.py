@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import write_cifar_folder, write_idx, write_mnist_folder
 
 from benchmark.errors import ConfigError, DataError
 from benchmark.tasks import datasets as ds
 from benchmark.tasks.registry import TaskSpec, load_task
-from support import write_cifar_folder, write_idx, write_mnist_folder
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -83,7 +83,7 @@ def test_mnist_sample_csv_written(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(20, 784))
     labels = np.arange(20) % 10
-    lines = [",".join(map(str, [*row, label])) for row, label in zip(pixels, labels)]
+    lines = [",".join(map(str, [*row, label])) for row, label in zip(pixels, labels, strict=False)]
     path = tmp_path / "mnist_5k.csv.gz"
     path.write_bytes(gzip.compress("\n".join(lines).encode()))
     data = ds.load_mnist_sample(path)

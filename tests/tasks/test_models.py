@@ -7,7 +7,7 @@ import torch
 
 from benchmark.errors import ConfigError
 from benchmark.measure.complexity import count_complexity, filters_per_layer
-from benchmark.tasks.models import MODELS, LeNet5, VGG16, build_model
+from benchmark.tasks.models import MODELS, VGG16, LeNet5, build_model
 
 INPUTS = {"lenet5": (1, 28), "lenet5-bn": (1, 28), "vgg16": (3, 32), "resnet56": (3, 32)}
 
@@ -27,7 +27,7 @@ def test_vgg16_counts_by_hand() -> None:
     conv = 0
     bn = 0
     channels = 3
-    for width, size in zip(widths, sizes):
+    for width, size in zip(widths, sizes, strict=False):
         conv += size * size * width * channels * 9
         bn += size * size * width
         channels = width
