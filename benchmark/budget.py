@@ -26,14 +26,14 @@ class Budget:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"budget.epochs must be at least 1, got {self.epochs}")
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not 0 <= self.finetune_epochs < self.epochs:
             raise ValueError(
-                f"budget.finetune_epochs must be in [0, epochs - 1] = [0, {self.epochs - 1}], "
+                f"finetune_epochs must be in [0, epochs - 1] = [0, {self.epochs - 1}], "
                 f"got {self.finetune_epochs}"
             )
         if self.tuning_trials < 0:
-            raise ValueError(f"budget.tuning_trials must be 0 or more, got {self.tuning_trials}")
+            raise ValueError(f"tuning_trials must be 0 or more, got {self.tuning_trials}")
 
     @property
     def pretrain_epochs(self) -> int:

@@ -118,6 +118,8 @@ def prepare_suite(args: argparse.Namespace) -> tuple[Suite, Path]:
     from benchmark.config import load_suite
     from benchmark.runner import default_output
 
+    if args.threads is not None and args.threads < 1:
+        raise CompressBenchError(f"--threads must be at least 1, got {args.threads}")
     suite = load_suite(args.suite, quick=args.quick)
     training = suite.training
     if args.threads is not None:
@@ -133,6 +135,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.report import write_report
     from benchmark.runner import SuiteRunner, expand_suite
 
+    _check_run_options(args)
     suite, output = prepare_suite(args)
     executor = None
     if not args.dry_run:
@@ -164,6 +167,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] and args.strict else 0
 
 
+def _check_run_options(args: argparse.Namespace) -> None:
+    if args.max_retries < 0:
+        raise CompressBenchError(f"--max-retries must be 0 or more, got {args.max_retries}")
+    if args.retry_failed and not args.resume:
+        raise CompressBenchError("--retry-failed only applies with --resume; add --resume")
+    if args.address is not None and args.executor != "ray":
+        raise CompressBenchError("--address applies to --executor ray only; add --executor ray")
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from benchmark.report import write_all, write_report
 
@@ -180,6 +192,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
             )
         paths = write_all(args.results, **options)
     else:
+        if not args.results.is_dir():
+            raise CompressBenchError(f"results folder {args.results} not found; give the --output folder of a run")
+        if args.results.name == "rows" and not (args.results / "rows").is_dir():
+            raise CompressBenchError(
+                f"give the folder that contains rows/, here {args.results.parent}, not rows/ itself"
+            )
         if not (args.results / "rows").is_dir():
             raise CompressBenchError(
                 f"{args.results} has no rows/ folder; run a suite first with 'compressbench run', "
@@ -241,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     except CompressBenchError as error:
         print(f"compressbench: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Rows are written atomically, so only the run in progress is lost.
+        print("compressbench: interrupted; finished rows are kept, rerun with --resume to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

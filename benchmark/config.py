@@ -136,6 +136,7 @@ def parse_suite(table: Mapping[str, Any], path: Path, quick: bool = False) -> Su
         raise ConfigError(f"{where}: suite.seeds is empty; give at least one seed, e.g. seeds = [0]")
 
     budget_table = _table(table, "budget", where, required=True)
+    _reject_unknown(budget_table, {"epochs", "finetune_epochs", "tuning_trials"}, f"{where}: budget", "[budget]")
     if "epochs" not in budget_table:
         raise ConfigError(f"{where}: budget.epochs is missing; set the total training epochs, e.g. epochs = 10")
     budget = _dataclass_from(Budget, budget_table, f"{where}: budget")
@@ -205,7 +206,7 @@ def _parse_tasks(raw: Any, where: str) -> tuple[tuple[TaskSpec, ...], set[str]]:
             val_fraction=_fraction(entry, "val_fraction", 0.1, key),
             test_fraction=_fraction(entry, "test_fraction", 0.2, key),
             split_seed=_get(entry, "split_seed", int, f"{key}.split_seed", default=0),
-            train_limit=_get(entry, "train_limit", int, f"{key}.train_limit", default=None),
+            train_limit=_positive(entry, "train_limit", key),
             latency_budget_ms=_latency_budget(entry, key),
             latency_device=_get(entry, "latency_device", str, f"{key}.latency_device", default=None),
         )
@@ -385,6 +386,13 @@ def _latency_budget(entry: Mapping[str, Any], where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(f"{where}.latency_budget_ms = {value!r}: expected a positive number of milliseconds")
     return float(value)
+
+
+def _positive(table: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = _get(table, key, int, f"{where}.{key}", default=None)
+    if value is not None and value < 1:
+        raise ConfigError(f"{where}.{key} = {value}: expected a positive number of training images")
+    return value
 
 
 def _fraction(table: Mapping[str, Any], key: str, default: float, where: str) -> float:

@@ -64,6 +64,8 @@ def write_json_atomic(path: Path, payload: Any) -> None:
             stream.write("\n")
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp creates the file readable by its owner only; rows are shared results.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

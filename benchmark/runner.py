@@ -54,7 +54,9 @@ class RunSpec:
         stages = []
         for stage, values in self.params:
             method_cls = get_method(stage)
-            stages.append(method_cls(parse_params(method_cls, dict(values), self.entry.where)))
+            method = method_cls(parse_params(method_cls, dict(values), self.entry.where))
+            method.labelled_params = tuple(self.entry.sweep.get(stage, {}))
+            stages.append(method)
         return stages[0] if len(stages) == 1 else Pipeline(stages)
 
     def matches(self) -> set[str]:
@@ -155,7 +157,7 @@ class SuiteRunner:
             previous = self.store.get(rid)
             if previous is not None and (previous["status"] == STATUS_OK or not self.retry_failed):
                 logger.info(
-                    "skip %s (%s on %s, seed %d): a %s row exists",
+                    "skip %s (%s on %s, seed %d): its row exists with status %s",
                     rid,
                     previous["label"],
                     run.task.name,
@@ -274,7 +276,7 @@ class SuiteRunner:
     def tasks_available(self) -> list[TaskSpec]:
         """Return the suite's tasks whose data loads; optional tasks may be absent."""
         available = []
-        for spec in self.suite.tasks:
+        for index, spec in enumerate(self.suite.tasks):
             try:
                 _load_task_cached(spec)
             except DataError as error:
@@ -282,6 +284,8 @@ class SuiteRunner:
                     logger.warning("skipping optional task %s: %s", spec.name, error)
                     continue
                 raise
+            except ConfigError as error:  # options checked against the data, such as classes
+                raise ConfigError(f"{self.suite.path}: tasks[{index}] ({spec.name}): {error}") from error
             available.append(spec)
         return available
 
@@ -340,12 +344,15 @@ def execute_run(request: RunRequest) -> dict[str, Any]:
     method = run.build_method()
     started_at, started = datetime.now(timezone.utc), time.perf_counter()
     row = new_row(suite, rid, identity, method, started_at, capture_environment(suite.training.threads or None))
+    progress: dict[str, Any] = {}
     try:
-        row.update(_execute(request, method, rid))
+        row.update(_execute(request, method, rid, progress))
         row["status"] = STATUS_OK
     except Exception as error:  # every failure becomes a row; the suite carries on
         row["status"] = STATUS_FAILED
         row["reason"] = f"{type(error).__name__}: {error}"
+        if "harness" in progress:  # the epochs spent before the failure, e.g. a dense checkpoint
+            row["budget_consumed"] = progress["harness"].ledger.as_dict()
         if not isinstance(error, CompressBenchError):
             row["traceback"] = traceback.format_exc(limit=-8)
         logger.error("run %s failed: %s", rid, row["reason"])
@@ -355,7 +362,7 @@ def execute_run(request: RunRequest) -> dict[str, Any]:
     return row
 
 
-def _execute(request: RunRequest, method: Method, rid: str) -> dict[str, Any]:
+def _execute(request: RunRequest, method: Method, rid: str, progress: dict[str, Any]) -> dict[str, Any]:
     suite, run, output = request.suite, request.run, request.output
     _check_available(method)
     task = _load_task_cached(run.task)
@@ -371,6 +378,7 @@ def _execute(request: RunRequest, method: Method, rid: str) -> dict[str, Any]:
         cache_dir=output / "cache",
         references=request.references,
     )
+    progress["harness"] = harness
     outcome = harness.run()
     measured = evaluate_outcome(
         harness, outcome, suite, onnx_path=output / "onnx" / f"{rid}.onnx", dense_row=request.references.get("dense")

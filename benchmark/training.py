@@ -67,6 +67,8 @@ class TrainingConfig:
         for name in ("batch_size", "eval_batch_size", "step_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be 0 (PyTorch's default) or a positive count, got {self.threads}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 

@@ -209,8 +209,15 @@ class Method:
         return {}
 
     def label(self) -> str:
-        """Return the row label: the name, plus parameters that differ from the defaults."""
+        """Return the row label: the name, plus parameters that differ from the defaults.
+
+        Parameters named in ``labelled_params`` (the runner sets it to the swept ones) appear
+        even at their default value, so every point of a sweep carries its value.
+        """
         changed = params_changed(self.params)
+        for key in getattr(self, "labelled_params", ()):
+            changed.setdefault(key, getattr(self.params, key))
+        changed = {f.name: changed[f.name] for f in dataclasses.fields(self.params) if f.name in changed}
         if not changed:
             return self.name
         inner = ", ".join(f"{key}={value}" for key, value in changed.items())

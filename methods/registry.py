@@ -72,6 +72,11 @@ def get_method(name: str) -> type[Method]:
     """Return the method class called ``name``, or raise with the list of known names."""
     methods = load_methods()
     if name not in methods:
+        if name in LOAD_FAILURES:
+            raise MethodError(
+                f"method plugin {name!r} failed to load: {LOAD_FAILURES[name]}; fix or reinstall the "
+                "package that provides it ('compressbench list' shows every plugin that failed)"
+            )
         known = ", ".join(methods) or "none"
         raise MethodError(f"unknown method {name!r}; registered methods: {known}")
     return methods[name]

@@ -57,6 +57,9 @@ CASES = [
     ("name and pipeline", lambda t: t["methods"][0].update(pipeline=["dense", "dense"]), ["exactly one of name"]),
     ("sweep not list", lambda t: t["methods"][0].update(sweep={"x": 1}), ["sweep.x = 1", "non-empty list"]),
     ("no methods", lambda t: t.update(methods=[]), ["no [[methods]]"]),
+    ("train_limit zero", lambda t: t["tasks"][0].update(train_limit=0), ["tasks[0].train_limit = 0", "positive"]),
+    ("negative threads", lambda t: t["training"].update(threads=-1), ["threads must be 0", "got -1"]),
+    ("typo in budget", lambda t: t["budget"].update(epoch=3), ["'epoch'", "allowed keys"]),
     ("old opset", lambda t: t.update(export={"opset": 13}), ["export.opset = 13", "17 or newer"]),
 ]
 
@@ -112,3 +115,25 @@ def test_default_suite_covers_every_method() -> None:
     suite = load_suite("default")
     listed = {stage for entry in suite.methods for stage in entry.stages}
     assert set(load_methods()) <= listed
+
+
+def test_sweep_labels_keep_default_value(tmp_path: Path) -> None:
+    from benchmark.runner import expand_suite
+    from methods.registry import get_method
+
+    default = get_method("l1l2.across").Params().lam
+    table = tiny_suite_table([{"name": "l1l2.across", "sweep": {"lam": [default, default * 10]}}])
+    labels = [run.build_method().label() for run in expand_suite(parse_suite(table, tmp_path / "s.toml"))]
+    assert labels == [f"l1l2.across(lam={default})", f"l1l2.across(lam={default * 10})"]
+
+
+def test_class_subset_error_names_task(tmp_path: Path) -> None:
+    from benchmark.runner import SuiteRunner
+
+    table = tiny_suite_table()
+    table["tasks"][0]["classes"] = [0, 1, 12]
+    suite = parse_suite(table, tmp_path / "classes.toml")
+    with pytest.raises(ConfigError) as error:
+        SuiteRunner(suite, tmp_path / "out").tasks_available()
+    assert "classes.toml: tasks[0] (lenet5-mnist-sample)" in str(error.value)
+    assert "12 is not a class" in str(error.value)

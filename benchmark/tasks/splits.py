@@ -106,6 +106,11 @@ def split_dataset(
     val_images, val_labels = train_images[val_idx], train_labels[val_idx]
     train_images, train_labels = train_images[rest], train_labels[rest]
 
+    if train_limit is not None and train_limit < len(np.unique(train_labels)):
+        raise ConfigError(
+            f"train_limit = {train_limit} keeps fewer training images than the "
+            f"{len(np.unique(train_labels))} classes; raise it to at least one image per class"
+        )
     if train_limit is not None and train_limit < len(train_labels):
         keep_fraction = train_limit / len(train_labels)
         _, keep = stratified_split(train_labels, keep_fraction, split_seed + 2)
