@@ -88,7 +88,7 @@ class L1L2Across(FilterRegulariser):
     name = "l1l2.across"
     Params = L1L2Params
     layer_penalty = staticmethod(l1l2_across)
-    lam_range = (1e-5, 1e-1)
+    lam_range = (1e-3, 3e-1)
     summary = "l1/l2 across filters per coefficient (Berthelier et al., ICPR workshops 2020)"
 
 
@@ -99,7 +99,7 @@ class L1L2Within(FilterRegulariser):
     name = "l1l2.within"
     Params = L1L2Params
     layer_penalty = staticmethod(l1l2_within)
-    lam_range = (1e-5, 1e-1)
+    lam_range = (1e-3, 3e-1)
     summary = "l1/l2 within each filter (Berthelier et al., ICPR workshops 2020)"
 
 
@@ -110,5 +110,5 @@ class L1L2Norms(FilterRegulariser):
     name = "l1l2.norms"
     Params = L1L2NormsParams
     layer_penalty = staticmethod(l1l2_norms)
-    lam_range = (1e-5, 1e-1)
+    lam_range = (1e-2, 3.0)
     summary = "l1/l2 over the filter norms (Berthelier et al., ICPR workshops 2020)"

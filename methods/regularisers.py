@@ -329,7 +329,7 @@ class L1(FilterRegulariser):
     name = "l1"
     Params = L1Params
     layer_penalty = staticmethod(l1_penalty)
-    lam_range = (1e-6, 1e-3)
+    lam_range = (1e-4, 3e-2)
     summary = "L1 (lasso) on all weights, then filter thresholding and removal (Tibshirani 1996)"
 
 
