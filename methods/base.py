@@ -101,8 +101,9 @@ class RunContext:
     budget: Budget
     ledger: BudgetLedger
     workdir: Path
-    # Filled by the runner for parameters such as ``match = "l1l2.across"``: the finished
-    # result of the named method for the same task and seed, keyed by method label.
+    # Finished ok rows of the same task, seed and budget, filled by the runner for parameters
+    # such as ``match = "l1l2.across"``. Keys are row labels, and bare method names, which
+    # resolve to the row with default parameters when there is one.
     references: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Free-form facts a method wants in its result row: thresholds, per-epoch filter counts.
     diagnostics: dict[str, Any] = field(default_factory=dict)
@@ -234,7 +235,10 @@ class Method:
         return task_loss
 
     def penalty(self, model: nn.Module, ctx: RunContext) -> torch.Tensor | None:
-        """Called on every step; a returned tensor is added to the loss."""
+        """Called on every step of every phase; a returned tensor is added to the loss.
+
+        Read ``ctx.phase`` to penalise only the main phase, as the built-in regularisers do.
+        """
         return None
 
     def after_step(self, model: nn.Module, ctx: RunContext) -> None:
