@@ -8,7 +8,7 @@ from benchmark.errors import BudgetError
 
 __all__ = ["Budget", "BudgetLedger", "EPOCH_KINDS"]
 
-# What an epoch was spent on. "pretrain" is the shared dense checkpoint, "teacher" a
+# Kinds of epoch in the ledger. "pretrain" is the shared dense checkpoint, "teacher" a
 # distillation teacher, "tuning" the training inside hyperparameter trials or search trials.
 EPOCH_KINDS = ("pretrain", "main", "finetune", "teacher", "tuning", "final")
 

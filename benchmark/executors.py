@@ -6,7 +6,7 @@
 
 An executor receives :class:`~benchmark.runner.RunRequest` objects and hands back either the
 finished row or, when the worker died on every attempt, the reason as a string. Worker
-deaths (a killed process, a lost node) are retried up to ``max_retries`` times; a run that
+deaths (a killed process, a lost node) are retried up to ``max_retries`` times. A run that
 raises is never retried, because its failure is already a row.
 """
 

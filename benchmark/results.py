@@ -1,6 +1,6 @@
 """Result rows: the versioned schema, environment capture, and atomic storage.
 
-A results folder holds one JSON file per run under ``rows/``, named by the run id. Each file
+A results folder contains one JSON file per run under ``rows/``, named by the run id. Each file
 is written to a temporary name and renamed, so a killed run never leaves a partial row and
 never touches the rows already written.
 """

@@ -146,7 +146,7 @@ class SuiteRunner:
         existing = list(self.store.rows_dir.glob("*.json")) if self.store.rows_dir.is_dir() else []
         if existing and not self.resume:
             raise ConfigError(
-                f"{self.output} already holds {len(existing)} result rows; pass --resume to skip "
+                f"{self.output} already contains {len(existing)} result rows; pass --resume to skip "
                 "completed runs, or choose another --output folder"
             )
 

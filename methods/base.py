@@ -22,9 +22,9 @@ hooks it needs. Hooks run in the harness process, in the thread that trains, one
 time, so a method instance may keep state between hooks. A method instance serves exactly
 one run.
 
-The start weights come from :attr:`Method.start_from`: ``"scratch"`` trains a freshly
-initialised model for the whole main phase; ``"dense"`` loads the suite's shared dense
-checkpoint, whose pre-training epochs are charged to the run, and has no main phase.
+The start weights come from :attr:`Method.start_from`. With ``"scratch"``, a freshly
+initialised model trains for the whole main phase. With ``"dense"``, the run loads the
+suite's shared dense checkpoint, pays its pre-training epochs, and has no main phase.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class NoParams:
 
 @dataclass
 class Batch:
-    """One training batch, as the loss hook sees it."""
+    """One training batch, as passed to the loss hook."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
@@ -87,7 +87,7 @@ class Batch:
 
 @dataclass
 class RunContext:
-    """What the harness lends a method during one run.
+    """Services the harness provides to a method during one run.
 
     Methods call these functions instead of touching data or optimisers themselves, so the
     budget is charged and the test split stays sealed.
@@ -188,7 +188,7 @@ class Method:
     #: Whether the method needs BatchNorm layers (network slimming, BN-scale importance).
     #: The conformance tests then use ``lenet5bn-mnist-sample``.
     requires_batchnorm: ClassVar[bool] = False
-    #: One line for ``compressbench list``, with the paper it implements.
+    #: One line for ``compressbench list``, naming the paper (authors, venue, year) it implements.
     summary: ClassVar[str] = ""
 
     def __init__(self, params: Any = None) -> None:

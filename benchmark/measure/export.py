@@ -85,8 +85,8 @@ def onnx_session(path: Path, threads: int = 1):
 def run_onnx(path_or_session, inputs: np.ndarray | torch.Tensor, batch_size: int | None = None) -> np.ndarray:
     """Run the model on ``inputs`` and return the stacked outputs.
 
-    With a static batch axis the inputs are fed in chunks of the exported batch size;
-    ``batch_size`` overrides the chunk size for models with a dynamic axis.
+    With a static batch axis, the inputs are fed in chunks of the exported batch size.
+    With a dynamic axis, ``batch_size`` sets the chunk size (256 by default).
     """
     session = onnx_session(path_or_session) if isinstance(path_or_session, (str, Path)) else path_or_session
     array = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)

@@ -41,7 +41,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Where Debian's package dataset-fashion-mnist installs the idx files.
+# Folder of the idx files installed by Debian's package dataset-fashion-mnist.
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 _IDX_DTYPES = {

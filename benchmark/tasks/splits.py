@@ -86,7 +86,7 @@ def split_dataset(
     A dataset with an official test set keeps it as the test split, and the validation
     split is ``val_fraction`` of its training images. Otherwise the test split is
     ``test_fraction`` of all images. Both are stratified and depend only on ``split_seed``,
-    never on the run seed, so every method and seed sees the same test images.
+    never on the run seed, so every method and seed is scored on the same test images.
     ``train_limit`` keeps a stratified subset of the training split (quick mode).
     """
     classes = _check_classes(classes, dataset)
