@@ -133,7 +133,7 @@ def prepare_suite(args: argparse.Namespace) -> tuple[Suite, Path]:
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.executors import make_executor
     from benchmark.report import write_report
-    from benchmark.runner import SuiteRunner, expand_suite
+    from benchmark.runner import SuiteRunner, describe_counts, expand_suite
 
     _check_run_options(args)
     suite, output = prepare_suite(args)
@@ -154,13 +154,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         output,
     )
     if args.dry_run:
-        for run in runs:
-            print(f"{run.task.name}\t{run.build_method().label()}\tseed {run.seed}")
+        runner.check_output()
+        for run, _, existing_row in runner.plan(runs):
+            action = "run" if existing_row is None else f"skip ({existing_row['status']} row exists)"
+            print(f"{run.task.name}\t{run.build_method().label()}\tseed {run.seed}\t{action}")
         return 0
 
     counts = runner.run(runs)
     paths = write_report(output)
-    print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped; rows in {output / 'rows'}")
+    print(f"{describe_counts(counts)}; rows in {output / 'rows'}")
     for path in paths:
         if path.suffix == ".md":
             print(f"table: {path}")

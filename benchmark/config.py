@@ -228,6 +228,7 @@ def _parse_methods(raw: Any, where: str) -> tuple[MethodEntry, ...]:
             raise ConfigError(f"{key}: expected a table, got {entry!r}")
         _reject_unknown(entry, _METHOD_KEYS, key, "[[methods]]")
         stages = _stages(entry, key)
+        key = f"{key} ({' + '.join(stages)})"
         params = _per_stage(entry.get("params", {}), stages, f"{key}.params")
         sweep = _per_stage(entry.get("sweep", {}), stages, f"{key}.sweep")
 

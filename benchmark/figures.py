@@ -266,9 +266,11 @@ def _draw_front(ax: Axes, costs: list[float], scores: list[float]) -> None:
         linestyle="--",
         linewidth=1.0,
         zorder=1,
-        label="Pareto front",
     )
-    ax.scatter(xs, ys, s=110, facecolors="none", edgecolors="0.35", linewidths=1.0, zorder=1)
+    # The rings carry the legend entry: a one-point front has no visible step line.
+    ax.scatter(
+        xs, ys, s=110, facecolors="none", edgecolors="0.35", linewidths=1.0, zorder=1, label="Pareto front (ringed)"
+    )
 
 
 def _compression_axis(ax: Axes, dense_cost: float | None, what: str) -> None:

@@ -140,9 +140,8 @@ class SuiteRunner:
         self.executor = executor or LocalExecutor()
         self._environment: dict[str, Any] | None = None
 
-    def run(self, runs: Iterable[RunSpec] | None = None) -> dict[str, int]:
-        """Execute every run not already complete; return counts by outcome."""
-        runs = list(runs) if runs is not None else expand_suite(self.suite)
+    def check_output(self) -> None:
+        """Raise ConfigError when the output folder already contains rows and the run does not resume."""
         existing = list(self.store.rows_dir.glob("*.json")) if self.store.rows_dir.is_dir() else []
         if existing and not self.resume:
             raise ConfigError(
@@ -150,23 +149,43 @@ class SuiteRunner:
                 "completed runs, or choose another --output folder"
             )
 
-        counts = {"ok": 0, "failed": 0, "skipped": 0}
-        pending: list[tuple[RunSpec, str]] = []
+    def plan(self, runs: Iterable[RunSpec]) -> list[tuple[RunSpec, str, dict[str, Any] | None]]:
+        """Pair each run with its id and the existing row that resuming keeps, or None when it must run."""
+        planned = []
         for run in runs:
             rid = run_id(self.identity(run))
-            previous = self.store.get(rid)
-            if previous is not None and (previous["status"] == STATUS_OK or not self.retry_failed):
-                logger.info(
-                    "skip %s (%s on %s, seed %d): its row exists with status %s",
-                    rid,
-                    previous["label"],
-                    run.task.name,
-                    run.seed,
-                    previous["status"],
-                )
-                counts["skipped"] += 1
-            else:
+            previous = self.store.get(rid) if self.resume else None
+            if previous is not None and previous["status"] != STATUS_OK and self.retry_failed:
+                previous = None
+            planned.append((run, rid, previous))
+        return planned
+
+    def run(self, runs: Iterable[RunSpec] | None = None) -> dict[str, int]:
+        """Execute every run not already complete; return counts by outcome.
+
+        ``skipped`` counts the runs whose rows were kept; ``skipped_failed`` counts those of them
+        recorded as failed, which ``--retry-failed`` would rerun.
+        """
+        runs = list(runs) if runs is not None else expand_suite(self.suite)
+        self.check_output()
+
+        counts = {"ok": 0, "failed": 0, "skipped": 0, "skipped_failed": 0}
+        pending: list[tuple[RunSpec, str]] = []
+        for run, rid, previous in self.plan(runs):
+            if previous is None:
                 pending.append((run, rid))
+                continue
+            logger.info(
+                "skip %s (%s on %s, seed %d): its row exists with status %s",
+                rid,
+                previous["label"],
+                run.task.name,
+                run.seed,
+                previous["status"],
+            )
+            counts["skipped"] += 1
+            if previous["status"] != STATUS_OK:
+                counts["skipped_failed"] += 1
 
         self._schedule(pending, counts, len(runs))
         logger.info("suite %s finished: %s (rows in %s)", self.suite.name, counts, self.store.rows_dir)
@@ -288,6 +307,15 @@ class SuiteRunner:
                 raise ConfigError(f"{self.suite.path}: tasks[{index}] ({spec.name}): {error}") from error
             available.append(spec)
         return available
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """Summarise the outcome counts of SuiteRunner.run in one line, naming kept failed rows."""
+    text = f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
+    kept_failed = counts.get("skipped_failed", 0)
+    if kept_failed:
+        text += f" ({kept_failed} of them kept as failed rows; add --retry-failed to rerun them)"
+    return text
 
 
 def run_identity(suite: Suite, run: RunSpec) -> dict[str, Any]:

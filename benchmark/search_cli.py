@@ -93,7 +93,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_search(args: argparse.Namespace) -> int:
     from benchmark.cli import prepare_suite
     from benchmark.report import write_report
-    from benchmark.runner import SuiteRunner, expand_suite
+    from benchmark.runner import SuiteRunner, describe_counts, expand_suite
     from benchmark.studies import configure_studies
 
     if args.workers < 1:
@@ -124,10 +124,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     )
     counts = runner.run(runs)
     write_report(output)
-    print(
-        f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped; "
-        f"rows in {output / 'rows'}"
-    )
+    print(f"{describe_counts(counts)}; rows in {output / 'rows'}")
     return 1 if counts["failed"] else 0
 
 

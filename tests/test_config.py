@@ -53,7 +53,7 @@ CASES = [
         ["methods[1]", "unknown method 'magic'", "dense"],
     ),
     ("method bad key", lambda t: t["methods"][0].update(parms={}), ["methods[0]", "'parms'", "params"]),
-    ("method param", lambda t: t["methods"][0].update(params={"lam": 1.0}), ["methods[0]", "'lam'", "dense"]),
+    ("method param", lambda t: t["methods"][0].update(params={"lam": 1.0}), ["methods[0] (dense)", "'lam'"]),
     ("name and pipeline", lambda t: t["methods"][0].update(pipeline=["dense", "dense"]), ["exactly one of name"]),
     ("sweep not list", lambda t: t["methods"][0].update(sweep={"x": 1}), ["sweep.x = 1", "non-empty list"]),
     ("no methods", lambda t: t.update(methods=[]), ["no [[methods]]"]),

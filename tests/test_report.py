@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from report_rows import BUDGET, make_row, sample_rows, shared_report, write_rows
+from report_rows import BUDGET, latency_document, make_row, sample_rows, shared_report, write_rows
 
 from benchmark.cli import main
 from benchmark.errors import ConfigError, ResultsError
@@ -178,7 +178,19 @@ def test_report_without_dense_and_without_optional_fields(tmp_path: Path) -> Non
     assert {path.name for path in paths} >= {f"{TASK}.md", f"{TASK}.csv", "report.html"}
     table = _csv_rows((tmp_path / "report" / f"{TASK}.csv").read_text(encoding="utf-8"))
     assert table["magnitude"]["verdict"] == ""
-    assert "no dense" in (tmp_path / "report" / f"{TASK}.md").read_text(encoding="utf-8")
+    text = (tmp_path / "report" / f"{TASK}.md").read_text(encoding="utf-8")
+    assert "no dense" in text
+    assert "no run was profiled: add a [profile] section" in text
+
+
+def test_speedup_note_names_what_is_missing(tmp_path: Path, report_dir: Path) -> None:
+    assert "Speed-up is empty" not in (report_dir / f"{TASK}.md").read_text(encoding="utf-8")
+    # Only the compressed method was profiled, so it has a latency but no paired speed-up.
+    profiled = make_row("magnitude", 0, 0.9, latency={"local": latency_document(95.0, None, 600_000)})
+    write_rows(tmp_path, [make_row("dense", 0, 0.95, latency=None), profiled])
+    write_report(tmp_path, formats=("md",))
+    text = (tmp_path / "report" / f"{TASK}.md").read_text(encoding="utf-8")
+    assert "dense was not profiled on the same device and threads" in text
 
 
 def test_report_rejects_unknown_format(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from support import tiny_suite, tiny_suite_table
 from benchmark.budget import Budget, BudgetLedger
 from benchmark.errors import BudgetError
 from benchmark.results import ResultStore
-from benchmark.runner import SuiteRunner, expand_suite
+from benchmark.runner import SuiteRunner, describe_counts, expand_suite
 from methods import registry
 from methods.base import Family, Method
 
@@ -76,7 +76,7 @@ def _rows_by_method(output: Path) -> dict[str, list[dict]]:
 def test_dense_row_complete(tmp_path: Path) -> None:
     suite = tiny_suite(tmp_path, epochs=2, finetune_epochs=1)
     counts = SuiteRunner(suite, tmp_path / "out").run()
-    assert counts == {"ok": 1, "failed": 0, "skipped": 0}
+    assert counts == {"ok": 1, "failed": 0, "skipped": 0, "skipped_failed": 0}
     (row,) = ResultStore(tmp_path / "out").rows()
     assert row["status"] == "ok"
     assert row["budget_consumed"]["epochs"] == 2  # dense trains the whole budget
@@ -95,7 +95,7 @@ def test_failures_recorded_and_suite_continues(tmp_path: Path, test_methods: Non
     methods = [{"name": "test.raises"}, {"name": "test.nan"}, {"name": "test.greedy"}, {"name": "dense"}]
     suite = tiny_suite(tmp_path, methods)
     counts = SuiteRunner(suite, tmp_path / "out").run()
-    assert counts == {"ok": 1, "failed": 3, "skipped": 0}
+    assert counts == {"ok": 1, "failed": 3, "skipped": 0, "skipped_failed": 0}
     rows = _rows_by_method(tmp_path / "out")
     assert "deliberate failure" in rows["test.raises"][0]["reason"]
     assert "traceback" in rows["test.raises"][0]
@@ -156,14 +156,20 @@ def test_existing_rows_need_resume(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="--resume"):
         SuiteRunner(suite, tmp_path / "out").run()
     counts = SuiteRunner(suite, tmp_path / "out", resume=True).run()
-    assert counts == {"ok": 0, "failed": 0, "skipped": 1}
+    assert counts == {"ok": 0, "failed": 0, "skipped": 1, "skipped_failed": 0}
 
 
 def test_retry_failed_reruns(tmp_path: Path, test_methods: None) -> None:
     suite = tiny_suite(tmp_path, [{"name": "test.raises"}])
     SuiteRunner(suite, tmp_path / "out").run()
-    assert SuiteRunner(suite, tmp_path / "out", resume=True).run()["skipped"] == 1
-    assert SuiteRunner(suite, tmp_path / "out", resume=True, retry_failed=True).run()["failed"] == 1
+    counts = SuiteRunner(suite, tmp_path / "out", resume=True).run()
+    assert counts == {"ok": 0, "failed": 0, "skipped": 1, "skipped_failed": 1}
+    assert "1 of them kept as failed rows; add --retry-failed" in describe_counts(counts)
+    kept = [previous for _, _, previous in SuiteRunner(suite, tmp_path / "out", resume=True).plan(expand_suite(suite))]
+    assert [row["status"] for row in kept] == ["failed"]
+    retry = SuiteRunner(suite, tmp_path / "out", resume=True, retry_failed=True)
+    assert [previous for _, _, previous in retry.plan(expand_suite(suite))] == [None]
+    assert retry.run()["failed"] == 1
     assert len(ResultStore(tmp_path / "out").rows()) == 1
 
 

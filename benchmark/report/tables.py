@@ -340,7 +340,7 @@ def report_notes(report: TaskReport, unit: str) -> list[str]:
     points = "percentage points" if unit == "%" else "metric units"
     budget = report.budget or {}
     budget_text = ", ".join(f"{key} {value}" for key, value in budget.items()) or "not recorded"
-    return [
+    notes = [
         f"Test {report.metric}: mean ± sample standard deviation over n seeds, with the 95% "
         "t-interval of the mean (Student's t, n − 1 degrees of freedom).",
         f"Δ is the difference from dense in {points}, with its 95% interval: paired over common "
@@ -351,6 +351,14 @@ def report_notes(report: TaskReport, unit: str) -> list[str]:
         "at its lowest thread count.",
         f"Budget: {budget_text}. Seeds: {', '.join(map(str, report.seeds)) or 'none'}.",
     ]
+    if not any(s.latency for s in report.summaries):
+        notes.append(
+            "Speed-up is empty because no run was profiled: add a [profile] section to the suite "
+            "(see docs/devices.md) to time each ONNX model."
+        )
+    elif not any(entry.realised_speedup for entry in map(headline_latency, report.summaries) if entry):
+        notes.append("Speed-up is empty because dense was not profiled on the same device and threads.")
+    return notes
 
 
 # Text columns of :func:`display_headers`: method, family, verdict and filters.

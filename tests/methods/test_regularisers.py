@@ -298,7 +298,7 @@ def test_suite_rows_have_diagnostics(tmp_path: Path) -> None:
     ]
     suite = tiny_suite(tmp_path, methods, epochs=3, finetune_epochs=1, train_limit=200)
     counts = SuiteRunner(suite, tmp_path / "out").run()
-    assert counts == {"ok": 2, "failed": 0, "skipped": 0}
+    assert counts == {"ok": 2, "failed": 0, "skipped": 0, "skipped_failed": 0}
 
     for row in _rows(tmp_path / "out"):
         diagnostics = row["diagnostics"]
