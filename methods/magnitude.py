@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -34,10 +34,10 @@ from methods.base import Family, Method, RunContext
 from methods.registry import register
 from methods.removal import final_layers
 from methods.targets import (
-    SCHEDULES,
+    SCOPES,
+    ScheduledTargetParams,
     Target,
     bisect_amount,
-    check_target_fields,
     resolve_target,
     schedule_fractions,
     split_epochs,
@@ -51,48 +51,22 @@ __all__ = ["MagnitudeParams", "MagnitudePruning", "magnitude_masks"]
 
 logger = logging.getLogger(__name__)
 
-SCOPES = ("global", "layer")
 # The largest sparsity a search tries, because a model with every weight zero is meaningless.
 _MAX_SPARSITY = 0.999
 
 
 @dataclass(frozen=True)
-class MagnitudeParams:
+class MagnitudeParams(ScheduledTargetParams):
     """Parameters of unstructured magnitude pruning. At most one target may be set."""
+
+    amount_field: ClassVar[str] = "sparsity"
 
     # Fraction of the prunable weights set to zero, e.g. 0.9.
     sparsity: float | None = None
-    # Nonzero MACs of the final model over the dense MACs. It is 0.5 when no target is set.
-    target_macs_ratio: float | None = None
-    # Nonzero parameters of the final model over the dense parameters.
-    target_params_ratio: float | None = None
-    # A method of the same suite whose MACs to match, for the same task and seed.
-    match: str | None = None
-    # Relative error of the achieved count that still meets a MACs or parameter target.
-    tolerance: float = 0.02
-    # "global" uses one threshold for all layers, "layer" the same sparsity in every layer.
-    scope: str = "global"
-    # Pruning steps, which share the fine-tuning epochs between them.
-    iterative_steps: int = 1
     # How the removed amount grows over the steps: "cubic" or "linear".
     schedule: str = "cubic"
     # Whether the final classifier's weights are pruned too, as Han et al. did.
     prune_classifier: bool = True
-
-    def __post_init__(self) -> None:
-        check_target_fields(self, "sparsity")
-        if self.scope not in SCOPES:
-            raise ValueError(
-                f"scope = {self.scope!r} is invalid; expected one of {', '.join(SCOPES)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule = {self.schedule!r} is invalid; expected one of {', '.join(SCHEDULES)}"
-            )
-        if self.iterative_steps < 1:
-            raise ValueError(
-                f"iterative_steps = {self.iterative_steps} is invalid; expected 1 or more"
-            )
 
 
 @dataclass
@@ -133,7 +107,7 @@ class MagnitudePruning(Method):
         example = ctx.example_input(1)
         self._dense = count_complexity(model, example)
         self._weights = self._prunable_weights(model, example)
-        target = resolve_target(params, "sparsity", ctx.references, self._dense.macs)
+        target = resolve_target(params, ctx.references, self._dense.macs)
         self._target = target
 
         fractions = schedule_fractions(params.iterative_steps, params.schedule)

@@ -47,7 +47,7 @@ from benchmark.measure.complexity import count_complexity, filters_per_layer
 from methods.base import Family, Method, RunContext
 from methods.registry import register
 from methods.removal import final_layers, following_batchnorms, remove_filters
-from methods.targets import bisect_amount, check_target_fields, resolve_target, target_report
+from methods.targets import TargetParams, bisect_amount, resolve_target, target_report
 
 __all__ = [
     "NNIGradientParams",
@@ -65,24 +65,15 @@ _MAX_SPARSE_RATIO = 0.9
 
 
 @dataclass(frozen=True)
-class NNIPruningParams:
+class NNIPruningParams(TargetParams):
     """Parameters of the NNI pruner adapters. At most one target may be set."""
+
+    amount_field: ClassVar[str] = "sparse_ratio"
 
     # Fraction of each layer's output channels that NNI masks, e.g. 0.5.
     sparse_ratio: float | None = None
-    # MACs of the pruned model over the dense MACs. It is 0.5 when no target is set.
-    target_macs_ratio: float | None = None
-    # Parameters of the pruned model over the dense parameters.
-    target_params_ratio: float | None = None
-    # A method of the same suite whose MACs to match, for the same task and seed.
-    match: str | None = None
-    # Relative error of the achieved count that still meets a MACs or parameter target.
-    tolerance: float = 0.02
     # Whether hidden linear layers lose neurons too, besides the filters of conv layers.
     prune_linear: bool = True
-
-    def __post_init__(self) -> None:
-        check_target_fields(self, "sparse_ratio")
 
 
 @dataclass(frozen=True)
@@ -144,7 +135,7 @@ class NNIPruning(Method):
         params: NNIPruningParams = self.params
         example = ctx.example_input(1)
         dense = count_complexity(model, example)
-        target = resolve_target(params, "sparse_ratio", ctx.references, dense.macs)
+        target = resolve_target(params, ctx.references, dense.macs)
         owners = self.mask_owners(model, example)
 
         excluded = sorted(final_layers(model, example))

@@ -54,10 +54,10 @@ from methods.base import Family, Method, RunContext
 from methods.registry import register
 from methods.removal import final_layers
 from methods.targets import (
-    SCHEDULES,
+    SCOPES,
+    ScheduledTargetParams,
     Target,
     bisect_amount,
-    check_target_fields,
     resolve_target,
     schedule_fractions,
     split_epochs,
@@ -80,29 +80,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCOPES = ("global", "layer")
 
 
 @dataclass(frozen=True)
-class FilterPruningParams:
+class FilterPruningParams(ScheduledTargetParams):
     """Parameters of structured filter pruning. At most one target may be set."""
+
+    amount_field: ClassVar[str] = "pruning_ratio"
 
     # Fraction of the dense filters (conv output channels, hidden neurons) removed, e.g. 0.5.
     pruning_ratio: float | None = None
-    # MACs of the pruned model over the dense MACs. It is 0.5 when no target is set.
-    target_macs_ratio: float | None = None
-    # Parameters of the pruned model over the dense parameters.
-    target_params_ratio: float | None = None
-    # A method of the same suite whose MACs to match, for the same task and seed.
-    match: str | None = None
-    # Relative error of the achieved count that still meets a MACs or parameter target.
-    tolerance: float = 0.02
-    # "global" ranks the normalised scores of all groups together, "layer" prunes each equally.
-    scope: str = "global"
-    # Pruning steps, which share the fine-tuning epochs between them.
-    iterative_steps: int = 1
-    # How the removed amount grows over the steps: "linear" or "cubic".
-    schedule: str = "linear"
     # Pruned groups keep a multiple of this many channels (4, 8 or 16 suit SIMD); 1 disables it.
     round_to: int = 1
     # The largest fraction of a group's dense channels that may be removed.
@@ -111,19 +98,7 @@ class FilterPruningParams:
     prune_linear: bool = True
 
     def __post_init__(self) -> None:
-        check_target_fields(self, "pruning_ratio")
-        if self.scope not in SCOPES:
-            raise ValueError(
-                f"scope = {self.scope!r} is invalid; expected one of {', '.join(SCOPES)}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule = {self.schedule!r} is invalid; expected one of {', '.join(SCHEDULES)}"
-            )
-        if self.iterative_steps < 1:
-            raise ValueError(
-                f"iterative_steps = {self.iterative_steps} is invalid; expected 1 or more"
-            )
+        super().__post_init__()
         if self.round_to < 1:
             raise ValueError(
                 f"round_to = {self.round_to} is invalid; expected 1 (no rounding) or more, e.g. 8"
@@ -196,7 +171,7 @@ class FilterPruning(Method):
         example = ctx.example_input(1)
         dense = count_complexity(model, example)
         self._dense_filters = filters_per_layer(model)
-        target = resolve_target(params, "pruning_ratio", ctx.references, dense.macs)
+        target = resolve_target(params, ctx.references, dense.macs)
 
         fractions = schedule_fractions(params.iterative_steps, params.schedule)
         between = split_epochs(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from benchmark.errors import MethodError
 from benchmark.measure.complexity import Complexity
@@ -28,8 +28,11 @@ from benchmark.measure.complexity import Complexity
 __all__ = [
     "DEFAULT_TARGET_MACS_RATIO",
     "SCHEDULES",
+    "SCOPES",
+    "ScheduledTargetParams",
     "SearchResult",
     "Target",
+    "TargetParams",
     "bisect_amount",
     "check_target_fields",
     "resolve_target",
@@ -40,6 +43,7 @@ __all__ = [
 
 DEFAULT_TARGET_MACS_RATIO = 0.5
 SCHEDULES = ("linear", "cubic")
+SCOPES = ("global", "layer")
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,61 @@ class Target:
         raise ValueError(f"a target of kind {self.kind!r} does not constrain a count")
 
 
-def check_target_fields(params: Any, amount_field: str) -> None:
+@dataclass(frozen=True)
+class TargetParams:
+    """The target fields of every pruning method's parameters. At most one target may be set.
+
+    A subclass declares its own amount field (``sparsity``, ``pruning_ratio``, ...) and names
+    it in ``amount_field``.
+    """
+
+    amount_field: ClassVar[str]
+
+    # MACs of the final model over the dense MACs; unstructured pruning counts nonzero MACs.
+    # It is 0.5 when no target is set.
+    target_macs_ratio: float | None = None
+    # Parameters of the final model over the dense parameters, counted as for MACs.
+    target_params_ratio: float | None = None
+    # A method of the same suite whose MACs to match, for the same task and seed.
+    match: str | None = None
+    # Relative error of the achieved count that still meets a MACs or parameter target.
+    tolerance: float = 0.02
+
+    def __post_init__(self) -> None:
+        check_target_fields(self)
+
+
+@dataclass(frozen=True)
+class ScheduledTargetParams(TargetParams):
+    """Target fields, plus the scope and step schedule of the pruning methods that iterate."""
+
+    # "global" ranks all layers together, "layer" removes the same fraction from each layer.
+    scope: str = "global"
+    # Pruning steps, which share the fine-tuning epochs between them.
+    iterative_steps: int = 1
+    # How the removed amount grows over the steps: "linear" or "cubic".
+    schedule: str = "linear"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope = {self.scope!r} is invalid; expected one of {', '.join(SCOPES)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule = {self.schedule!r} is invalid; expected one of {', '.join(SCHEDULES)}"
+            )
+        if self.iterative_steps < 1:
+            raise ValueError(f"iterative_steps = {self.iterative_steps} is invalid; expected 1 or more")
+
+
+def check_target_fields(params: TargetParams) -> None:
     """Validate the target fields of a parameter dataclass, raising ``ValueError`` if invalid.
 
     ``parse_params`` turns the ``ValueError`` into a :class:`MethodError` that names the
-    suite entry. ``amount_field`` names the method's own amount, e.g. ``"sparsity"``.
+    suite entry.
     """
     set_fields = []
-    for name in (amount_field, "target_macs_ratio", "target_params_ratio"):
+    for name in (params.amount_field, "target_macs_ratio", "target_params_ratio"):
         value = getattr(params, name)
         if value is None:
             continue
@@ -98,16 +149,16 @@ def check_target_fields(params: Any, amount_field: str) -> None:
 
 
 def resolve_target(
-    params: Any, amount_field: str, references: Mapping[str, Mapping[str, Any]], dense_macs: int
+    params: TargetParams, references: Mapping[str, Mapping[str, Any]], dense_macs: int
 ) -> Target:
     """Return the run's target from its parameters, reading ``references`` for ``match``.
 
     Raises :class:`MethodError` when the matched method has no finished row for this task
     and seed, which happens when it failed or when the suite does not run it.
     """
-    amount = getattr(params, amount_field)
+    amount = getattr(params, params.amount_field)
     if amount is not None:
-        return Target("amount", float(amount), amount_field)
+        return Target("amount", float(amount), params.amount_field)
     if params.target_macs_ratio is not None:
         return Target("macs", float(params.target_macs_ratio), "target_macs_ratio")
     if params.target_params_ratio is not None:

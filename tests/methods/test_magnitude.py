@@ -80,7 +80,7 @@ def test_weights_stay_dense_tensors(rows: dict[str, dict]) -> None:
 
 
 def test_iterative_layer_sparsity_survives_finetuning(rows: dict[str, dict]) -> None:
-    row = rows["magnitude(sparsity=0.8, scope=layer, iterative_steps=2)"]
+    row = rows["magnitude(scope=layer, iterative_steps=2, sparsity=0.8)"]
     assert row["status"] == "ok", row["reason"]
     pruning = row["diagnostics"]["pruning"]
     assert [step["sparsity"] for step in pruning["steps"]] == pytest.approx([0.7, 0.8])

@@ -91,7 +91,7 @@ def test_params_reject_two_targets() -> None:
 def test_match_without_reference_fails_clearly() -> None:
     params = parse_params(L1FilterPruning, {"match": "l1l2.across"}, "test")
     with pytest.raises(MethodError, match="no finished result"):
-        resolve_target(params, "pruning_ratio", {}, 1000)
+        resolve_target(params, {}, 1000)
 
 
 @pytest.fixture(scope="module")
