@@ -48,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--threads", type=int, default=None, help="torch intra-op threads; overrides the suite")
     run.add_argument("--no-progress", action="store_true", help="hide the per-epoch progress bars")
-    run.add_argument("--dry-run", action="store_true", help="validate the suite and list its runs only")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the suite and list its runs, each marked 'run' or, with --resume, 'skip'",
+    )
     run.add_argument(
         "--executor",
         choices=("local", "processes", "ray"),
