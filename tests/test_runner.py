@@ -165,8 +165,10 @@ def test_retry_failed_reruns(tmp_path: Path, test_methods: None) -> None:
     counts = SuiteRunner(suite, tmp_path / "out", resume=True).run()
     assert counts == {"ok": 0, "failed": 0, "skipped": 1, "skipped_failed": 1}
     assert "1 of them kept as failed rows; add --retry-failed" in describe_counts(counts)
-    kept = [previous for _, _, previous in SuiteRunner(suite, tmp_path / "out", resume=True).plan(expand_suite(suite))]
-    assert [row["status"] for row in kept] == ["failed"]
+    existing_rows = [
+        previous for _, _, previous in SuiteRunner(suite, tmp_path / "out", resume=True).plan(expand_suite(suite))
+    ]
+    assert [row["status"] for row in existing_rows] == ["failed"]
     retry = SuiteRunner(suite, tmp_path / "out", resume=True, retry_failed=True)
     assert [previous for _, _, previous in retry.plan(expand_suite(suite))] == [None]
     assert retry.run()["failed"] == 1
